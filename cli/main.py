@@ -1,0 +1,177 @@
+"""`dha`: prepare, search, derive, export, evaluate, predict, and run (all of them, resumably).
+
+Commands import dha_pipeline lazily so `dha predict` never imports torch.
+Exit codes: 0 success, 2 user error (one line, no traceback), 1 failed check or bug.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from cli.render import console, error_line, next_commands, summary_table
+from dha_pipeline.errors import USER_ERROR_EXIT_CODE, DhaError
+
+app = typer.Typer(name="dha", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Ready-to-deploy AutoML for image classification (DHA: data augmentation, "
+                       "hyper-parameters and architecture, optimized jointly).")
+
+RecipeArg = Annotated[Path, typer.Argument(help="a recipe .toml, or a runs/<name>/ directory", show_default=False)]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a recipe key: --set train.epochs=5 "
+                                                                 "(repeatable)", show_default=False)]
+ForceOpt = Annotated[bool, typer.Option("--force", help="redo the stage even if its inputs are unchanged")]
+
+
+def _recipe(target: Path, overrides: list[str] | None, extra: list[str] | None = None):  # type: ignore[no-untyped-def]
+    from dha_pipeline.stages import resolve_recipe
+
+    return resolve_recipe(target, [*(overrides or []), *(extra or [])])
+
+
+def _show(report) -> None:  # type: ignore[no-untyped-def]
+    title = f"dha {report.stage}" + (" (skipped: inputs and recipe unchanged)" if report.skipped else "")
+    summary_table(title, report.summary)
+
+
+def _data_flags(skip_bad: bool, download: bool) -> list[str]:
+    return (["data.skip_bad=true"] if skip_bad else []) + (["data.download=true"] if download else [])
+
+
+@app.command(epilog="Example: dha prepare recipes/digits_quickstart.toml")
+def prepare(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
+            skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip unreadable images, with a report")] = False,
+            download: Annotated[bool, typer.Option("--download", help="allow torchvision to download")] = False
+            ) -> None:
+    """Read a dataset into a verified cache with fixed train/val/test splits."""
+    from dha_pipeline import stages
+
+    loaded = _recipe(recipe, set_, _data_flags(skip_bad, download))
+    _show(stages.prepare(loaded, force=force))
+    next_commands(f"dha search {recipe}")
+
+
+@app.command(epilog="Example: dha search recipes/digits_quickstart.toml --set train.epochs=5")
+def search(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
+           resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint")] = False
+           ) -> None:
+    """Train the network from the prepared cache (manual mode: a fixed genotype)."""
+    from dha_pipeline import stages
+
+    _show(stages.search(_recipe(recipe, set_), force=force, resume=resume))
+    next_commands(f"dha derive {recipe}")
+
+
+@app.command(epilog="Example: dha derive runs/digits_quickstart")
+def derive(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """Turn the trained network into a plain standalone module with its weights."""
+    from dha_pipeline import stages
+
+    loaded = _recipe(recipe, set_)
+    _show(stages.derive(loaded, force=force))
+    next_commands(f"dha export {loaded.run_dir}")
+
+
+@app.command(epilog="Example: dha export runs/digits_quickstart --format onnx,torchscript")
+def export(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
+           format_: Annotated[str | None, typer.Option("--format", help="comma-separated: onnx, torchscript",
+                                                      show_default=False)] = None) -> None:
+    """Export ONNX and TorchScript with metadata, gated on numeric parity with torch."""
+    import json
+
+    from dha_pipeline import stages
+
+    extra = [f"export.formats={json.dumps([f.strip() for f in format_.split(',') if f.strip()])}"] if format_ else []
+    loaded = _recipe(recipe, set_, extra)
+    _show(stages.export(loaded, force=force))
+    model = loaded.export_dir / "model.onnx"
+    next_commands(f"dha evaluate {model} --data {loaded.data.dataset} --split test",
+                  f"dha predict {model} IMAGE...")
+
+
+@app.command(epilog="Example: dha evaluate exports/digits_quickstart/model.onnx --data digits --split test")
+def evaluate(model: Annotated[Path, typer.Argument(help="model.onnx, model.ts or runs/<name>/derived/child.pt",
+                                                   show_default=False)],
+             data: Annotated[str | None, typer.Option("--data", help="dataset spec (default: the model's own)",
+                                                      show_default=False)] = None,
+             split: Annotated[str, typer.Option("--split", help="train, val or test")] = "test",
+             batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 256,
+             latency_runs: Annotated[int, typer.Option("--latency-runs", min=1)] = 30,
+             out: Annotated[Path | None, typer.Option("--out", help="evaluation JSON path", show_default=False)] = None,
+             download: Annotated[bool, typer.Option("--download", help="allow torchvision to download")] = False
+             ) -> None:
+    """Accuracy, per-class accuracy, confusion matrix and latency of a model file on held-out data."""
+    from dha_pipeline.evaluate import evaluate_model
+    from dha_pipeline.stages import evaluation_summary
+
+    if split not in ("train", "val", "test"):
+        raise DhaError(f"--split '{split}' is not a split", "use train, val or test")
+    result = evaluate_model(model, dataset=data, split=split, batch_size=batch_size, latency_runs=latency_runs,
+                            out=out, download=download)
+    summary_table("dha evaluate", {**evaluation_summary(result.report, result.json_path),
+                                   "confusion matrix": str(result.confusion_png)})
+    next_commands(f"dha predict {model} IMAGE...")
+
+
+@app.command(epilog="Example: dha predict exports/digits_quickstart/model.onnx a.png b.jpg")
+def predict(model: Annotated[Path, typer.Argument(help="an exported model.onnx", show_default=False)],
+            images: Annotated[list[Path], typer.Argument(help="image files", show_default=False)],
+            top_k: Annotated[int, typer.Option("--top-k", min=1)] = 3) -> None:
+    """Top-k labels per image (onnxruntime, numpy and Pillow only)."""
+    from rich.table import Table
+
+    from dha_pipeline.predict import predict as run_predict
+
+    table = Table(title="dha predict", title_justify="left")
+    table.add_column("image")
+    for rank in range(top_k):
+        table.add_column(f"#{rank + 1}")
+    for prediction in run_predict(model, list(images), top_k):
+        table.add_row(prediction.path, *(f"{label} {100 * p:.1f}%" for label, p in prediction.top))
+    console.print(table)
+
+
+@app.command(epilog="Example: dha run recipes/digits_quickstart.toml --set train.epochs=5")
+def run(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
+        resume: Annotated[bool, typer.Option("--resume", help="continue training from the last checkpoint")] = False,
+        skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip unreadable images, with a report")] = False,
+        download: Annotated[bool, typer.Option("--download", help="allow torchvision to download")] = False
+        ) -> None:
+    """prepare -> search -> derive -> export -> evaluate, skipping stages whose inputs are unchanged."""
+    from dha_pipeline import stages
+
+    loaded = _recipe(recipe, set_, _data_flags(skip_bad, download))
+    reports = stages.run_all(loaded, force=force, resume=resume, on_stage=_show)
+    overview = {report.stage: "skipped (unchanged)" if report.skipped else "done" for report in reports}
+    evaluation = reports[-1].summary
+    summary_table(f"dha run {loaded.name}", {**overview, "test top-1": evaluation["top-1"],
+                                             "exports": str(loaded.export_dir)})
+    model = loaded.export_dir / "model.onnx"
+    next_commands(f"dha evaluate {model} --data {loaded.data.dataset} --split test",
+                  f"dha predict {model} IMAGE...")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False, prog_name="dha")
+    except DhaError as exc:
+        error_line(str(exc))
+        return exc.exit_code
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "dha"
+        error_line(f"{exc.format_message()} (see `{command} --help`)")
+        return USER_ERROR_EXIT_CODE
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        error_line("aborted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

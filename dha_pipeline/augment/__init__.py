@@ -1,0 +1,1 @@
+"""Augmentation: the fixed base augmentation (and, later, the learned policy)."""

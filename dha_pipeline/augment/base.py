@@ -1,0 +1,70 @@
+"""Base augmentation outside the learned policy: random crop with padding, horizontal flip, Cutout.
+
+Each function works on a whole NCHW float batch on its device, draws per-sample
+parameters from an explicit `torch.Generator` (so runs are reproducible and
+resumable), and uses indexing only: no per-sample Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch.nn import functional as F
+
+
+def _uniform_ints(n: int, high: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.randint(0, high, (n,), generator=generator, device=generator.device).to(device)
+
+
+def random_crop(batch: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad by `padding` and crop back to the original size at a random offset per sample."""
+    if padding <= 0:
+        return batch
+    n, c, h, w = batch.shape
+    padded = F.pad(batch, (padding, padding, padding, padding))
+    top = _uniform_ints(n, 2 * padding + 1, generator, batch.device)
+    left = _uniform_ints(n, 2 * padding + 1, generator, batch.device)
+    rows = (top[:, None] + torch.arange(h, device=batch.device))[:, None, :, None].expand(n, c, h, w + 2 * padding)
+    cols = (left[:, None] + torch.arange(w, device=batch.device))[:, None, None, :].expand(n, c, h, w)
+    return padded.gather(2, rows).gather(3, cols)
+
+
+def random_hflip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each sample left-right with probability 1/2."""
+    flip = _uniform_ints(batch.shape[0], 2, generator, batch.device).bool()
+    return torch.where(flip[:, None, None, None], batch.flip(3), batch)
+
+
+def cutout(batch: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero a `size` x `size` square (clipped at the border) at a random centre per sample."""
+    if size <= 0:
+        return batch
+    n, _, h, w = batch.shape
+    cy = _uniform_ints(n, h, generator, batch.device)[:, None, None]
+    cx = _uniform_ints(n, w, generator, batch.device)[:, None, None]
+    ys = torch.arange(h, device=batch.device)[None, :, None]
+    xs = torch.arange(w, device=batch.device)[None, None, :]
+    half = size // 2
+    inside = (ys >= cy - half) & (ys < cy - half + size) & (xs >= cx - half) & (xs < cx - half + size)
+    return batch * (~inside)[:, None].to(batch.dtype)
+
+
+@dataclass(frozen=True)
+class BaseAugment:
+    """The recipe's base augmentation, recorded in the run and the model metadata."""
+
+    crop_padding: int = 4
+    hflip: bool = True
+    cutout: int = 0
+
+    def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Augment an NCHW batch in [0, 1]."""
+        batch = random_crop(batch, self.crop_padding, generator)
+        if self.hflip:
+            batch = random_hflip(batch, generator)
+        return cutout(batch, self.cutout, generator)
+
+    def to_dict(self) -> dict[str, int | bool]:
+        """JSON-ready form."""
+        return asdict(self)

@@ -1,0 +1,1 @@
+"""Datasets: sources (one module per kind), the verified cache and batch iteration."""

@@ -1,0 +1,56 @@
+"""Decoding image files with torchvision.io, collecting unreadable ones."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dha_pipeline.errors import DhaError
+from dha_pipeline.progress import progress_bar
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def decode_file(path: Path) -> tuple[np.ndarray, bytes]:
+    """Decode one image to uint8 HWC (1, 2, 3 or 4 channels); returns it and the file bytes."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_image
+
+    data = path.read_bytes()
+    tensor = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
+    if tensor.ndim == 4:  # animated GIF: first frame
+        tensor = tensor[0]
+    return tensor.permute(1, 2, 0).contiguous().numpy(), data
+
+
+def decode_files(paths: Sequence[Path], *, skip_bad: bool, root: Path, description: str
+                 ) -> tuple[list[np.ndarray], list[int], list[str], str]:
+    """Decode `paths`; returns images, indices kept, bad paths and a sha256 over names and bytes.
+
+    Unreadable files raise one error listing them all, unless `skip_bad`.
+    """
+    images: list[np.ndarray] = []
+    kept: list[int] = []
+    bad: list[str] = []
+    digest = hashlib.sha256()
+    with progress_bar() as progress:
+        task = progress.add_task(description, total=len(paths))
+        for index, path in enumerate(paths):
+            try:
+                image, data = decode_file(path)
+            except (RuntimeError, ValueError, OSError):
+                bad.append(str(path))
+            else:
+                images.append(image)
+                kept.append(index)
+                digest.update(str(path.relative_to(root)).encode())
+                digest.update(hashlib.sha256(data).digest())
+            progress.advance(task)
+    if bad and not skip_bad:
+        shown = ", ".join(bad[:20]) + (f" ... ({len(bad)} in all)" if len(bad) > 20 else "")
+        raise DhaError(f"{len(bad)} unreadable image(s): {shown}",
+                       "remove or fix them, or pass --skip-bad (data.skip_bad = true) to skip them")
+    return images, kept, bad, digest.hexdigest()

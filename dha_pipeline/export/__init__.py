@@ -1,0 +1,1 @@
+"""Export: deployable model files with embedded metadata, behind a numeric parity gate."""

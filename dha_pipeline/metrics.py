@@ -1,0 +1,53 @@
+"""Small metric helpers: running averages, top-k accuracy, CSV history."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dha_pipeline.fileio import write_text
+
+
+class RunningMean:
+    """Sample-weighted running mean."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def update(self, value: float, n: int = 1) -> None:
+        """Add `n` samples whose mean is `value`."""
+        self.total += value * n
+        self.count += n
+
+    @property
+    def mean(self) -> float:
+        """Mean so far (0 before any update)."""
+        return self.total / max(self.count, 1)
+
+
+def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Boolean per sample: is the label among the k largest logits?"""
+    k = min(k, logits.shape[1])
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return (top == labels[:, None]).any(axis=1)
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Atomically write rows (dicts with the same keys) as CSV."""
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a CSV file as dicts of strings."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -1,0 +1,64 @@
+"""Image preprocessing shared by prepare, training, export, evaluate and predict.
+
+Only numpy and Pillow are imported here so that `dha predict` runs without
+torch. The same functions shape the training cache and the images a deployed
+model sees, so train-time and deploy-time inputs match exactly:
+uint8 HWC image -> `to_channels` -> `resize_image` -> /255 -> `standardize`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image
+
+ArrayT = TypeVar("ArrayT")
+
+PIXEL_SCALE = 255.0
+RESIZE_FILTER = "bilinear"
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """Return `image` (uint8, HW or HWC with C in 1..4) as HWC with `channels` (1 or 3) channels.
+
+    Alpha is dropped; RGB -> gray uses ITU-R 601 luma, as Pillow's "L" mode does.
+    """
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] in (2, 4):
+        image = image[:, :, :-1]
+    if image.shape[2] == channels:
+        return np.ascontiguousarray(image)
+    if channels == 3:
+        return np.ascontiguousarray(np.repeat(image, 3, axis=2))
+    gray = Image.fromarray(np.ascontiguousarray(image)).convert("L")
+    return np.asarray(gray)[:, :, None]
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize a uint8 HWC image to `size` x `size` with Pillow's antialiased bilinear filter."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    channels = image.shape[2]
+    pil = Image.fromarray(image[:, :, 0] if channels == 1 else image)
+    resized = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR))
+    return resized.reshape(size, size, channels)
+
+
+def prepare_image(image: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """One raw uint8 image to the model's uint8 HWC grid."""
+    return resize_image(to_channels(image, channels), size)
+
+
+def standardize(unit_batch: ArrayT, mean: Any, std: Any) -> ArrayT:
+    """(x - mean) / std for an NCHW batch in [0, 1]; numpy or torch, mean/std shaped (1, C, 1, 1)."""
+    return (unit_batch - mean) / std  # type: ignore[operator]
+
+
+def model_input(images_nhwc: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
+    """uint8 NHWC images -> float32 NCHW model input, normalized as in training."""
+    unit = images_nhwc.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(PIXEL_SCALE)
+    shape = (1, len(mean), 1, 1)
+    return standardize(unit, np.asarray(mean, np.float32).reshape(shape),
+                       np.asarray(std, np.float32).reshape(shape)).astype(np.float32)

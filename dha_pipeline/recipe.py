@@ -1,0 +1,277 @@
+"""Recipes: TOML files loaded into typed, validated dataclasses.
+
+Unknown keys, wrong types and out-of-range values are rejected with the key
+path, the offending value and what is allowed. `--set a.b=value` overrides are
+applied to the raw TOML before validation, so they get the same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from dha_pipeline.errors import DhaError
+from dha_pipeline.fileio import sha256_json, write_text
+
+
+SEARCH_SECTIONS = ("seed", "data", "model", "train", "augment", "search")
+"""Recipe settings that change what the search/training stage computes."""
+
+
+def _setting(default: Any, *, low: float | None = None, high: float | None = None,
+             choices: tuple[Any, ...] | None = None, help: str = "") -> Any:
+    """A recipe field with its allowed range or choices recorded for validation."""
+    meta = {"low": low, "high": high, "choices": choices, "help": help}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are shaped and split."""
+
+    dataset: str = _setting("digits", help="dataset spec: digits, npz:PATH, imagefolder:PATH, ...")
+    image_size: int = _setting(32, low=4, high=1024, help="images are resized to this square side")
+    channels: str = _setting("auto", choices=("auto", "1", "3"), help="'auto' keeps the source's")
+    val_fraction: float = _setting(0.1, low=0.01, high=0.5, help="train share held out for val")
+    test_fraction: float = _setting(0.2, low=0.01, high=0.5, help="used when the source has no test split")
+    split_seed: int = _setting(0, low=0, high=2**31 - 1)
+    train_subset: int = _setting(0, low=0, high=10**9, help="0 = all; else a stratified subset")
+    download: bool = _setting(False, help="allow torchvision downloads (cifar/flowers)")
+    skip_bad: bool = _setting(False, help="skip unreadable images with a report instead of failing")
+
+
+@dataclass
+class ModelConfig:
+    """The network: a cell-space network of a known genotype (manual mode)."""
+
+    space: str = _setting("darts", choices=("darts",))
+    genotype: str = _setting("DARTS_V2", help="name of a known genotype")
+    init_channels: int = _setting(16, low=4, high=256)
+    layers: int = _setting(8, low=3, high=30)
+    stem: str = _setting("auto", choices=("auto", "small", "large"))
+    auxiliary: bool = _setting(False)
+    auxiliary_weight: float = _setting(0.4, low=0.0, high=10.0)
+    drop_path: float = _setting(0.0, low=0.0, high=0.9)
+
+
+@dataclass
+class TrainConfig:
+    """The optimizer and schedule: SGD with momentum and a cosine learning rate."""
+
+    epochs: int = _setting(10, low=1, high=10_000)
+    batch_size: int = _setting(64, low=1, high=65_536)
+    lr: float = _setting(0.05, low=1e-6, high=10.0)
+    lr_min: float = _setting(0.0, low=0.0, high=10.0)
+    warmup_epochs: int = _setting(0, low=0, high=1000)
+    momentum: float = _setting(0.9, low=0.0, high=0.999)
+    weight_decay: float = _setting(3e-4, low=0.0, high=1.0)
+    grad_clip: float = _setting(5.0, low=0.0, high=1e6, help="0 disables clipping")
+    label_smoothing: float = _setting(0.0, low=0.0, high=0.5)
+    eval_batch_size: int = _setting(256, low=1, high=65_536)
+    checkpoint_every_steps: int = _setting(0, low=0, high=10**9, help="0 = once per epoch")
+
+
+@dataclass
+class AugmentConfig:
+    """Base augmentation, applied to every batch on the training device."""
+
+    crop_padding: int = _setting(4, low=0, high=64)
+    hflip: bool = _setting(True)
+    cutout: int = _setting(0, low=0, high=512, help="side of the Cutout square, 0 = off")
+
+
+@dataclass
+class SearchConfig:
+    """What is searched. Only 'manual' (a fixed genotype) exists so far."""
+
+    mode: str = _setting("manual", choices=("manual",))
+
+
+@dataclass
+class ExportConfig:
+    """Deployable formats and the numeric parity gate."""
+
+    formats: list[str] = _setting(["onnx", "torchscript"])
+    opset: int = _setting(18, low=18, high=23)
+    parity_samples: int = _setting(256, low=1, high=100_000)
+    parity_max_abs_diff: float = _setting(1e-3, low=0.0, high=1.0)
+    parity_min_top1_agreement: float = _setting(0.999, low=0.0, high=1.0)
+
+
+@dataclass
+class EvaluateConfig:
+    """Held-out evaluation of the exported model."""
+
+    split: str = _setting("test", choices=("train", "val", "test"))
+    batch_size: int = _setting(256, low=1, high=65_536)
+    latency_runs: int = _setting(30, low=1, high=100_000)
+
+
+@dataclass
+class Recipe:
+    """A whole run: data, model, training, export and evaluation settings."""
+
+    name: str = _setting("run", help="names runs/<name>/ and exports/<name>/")
+    seed: int = _setting(0, low=0, high=2**31 - 1)
+    device: str = _setting("auto", choices=("auto", "cpu", "cuda"))
+    runs_dir: str = _setting("runs")
+    exports_dir: str = _setting("exports")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        """`runs/<name>/`."""
+        return Path(self.runs_dir) / self.name
+
+    @property
+    def export_dir(self) -> Path:
+        """`exports/<name>/`."""
+        return Path(self.exports_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of every setting (the resolved recipe)."""
+        return dataclasses.asdict(self)
+
+    def section_sha256(self, *sections: str) -> str:
+        """sha256 of the named top-level settings or sections, for stage skipping."""
+        full = self.to_dict()
+        return sha256_json({key: full[key] for key in sections})
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the whole resolved recipe."""
+        return sha256_json(self.to_dict())
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
+
+
+def _coerce(path: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
+    """Check one leaf value against its declared type, range and choices."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise DhaError(f"recipe key '{path}' = {value!r} must be a list of {_type_name(item_tp)}s",
+                           f"write it like {path.split('.')[-1]} = [\"a\", \"b\"]")
+        return [_coerce(f"{path}[{i}]", item, item_tp, {}) for i, item in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if tp is str and isinstance(value, int) and not isinstance(value, bool) and meta.get("choices"):
+        value = str(value)
+    if type(value) is not tp:
+        raise DhaError(f"recipe key '{path}' = {value!r} has the wrong type: expected {_type_name(tp)}, "
+                       f"got {_type_name(type(value))}", "fix the value in the recipe or --set")
+    if tp is float and not math.isfinite(value):
+        raise DhaError(f"recipe key '{path}' = {value!r} must be a finite number")
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise DhaError(f"recipe key '{path}' = {value!r} is not allowed; allowed: "
+                       + ", ".join(repr(c) for c in choices))
+    low, high = meta.get("low"), meta.get("high")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise DhaError(f"recipe key '{path}' = {value!r} is out of range; allowed range: [{low}, {high}]")
+    return value
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    """Build dataclass `cls` from `raw`, rejecting unknown keys with a suggestion."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
+            valid = [f"{prefix}{name}" for name in fields]
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else "valid keys: " + ", ".join(valid)
+            raise DhaError(f"unknown recipe key '{path}'", hint)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise DhaError(f"recipe key '{path}' must be a table ([{path}]), got {value!r}")
+            kwargs[key] = _build(tp, value, f"{path}.")
+        else:
+            kwargs[key] = _coerce(path, value, tp, dict(fields[key].metadata))
+    return cls(**kwargs)
+
+
+def _parse_override_value(text: str) -> Any:
+    """Parse the value of `--set key=value` as TOML, or as a bare string if it is not TOML."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=value` overrides to a raw recipe dict (in place) and return it."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise DhaError(f"--set '{item}' is not of the form key=value", "write e.g. --set train.epochs=5")
+        parts = key.split(".")
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise DhaError(f"--set '{item}': '{part}' is a value, not a section")
+            node = child
+        node[parts[-1]] = _parse_override_value(value.strip())
+    return raw
+
+
+def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
+    """Validate a raw dict into a Recipe."""
+    recipe = _build(Recipe, raw, "")
+    if not recipe.name or any(c in recipe.name for c in "/\\") or recipe.name.startswith("."):
+        raise DhaError(f"recipe key 'name' = {recipe.name!r} is not a valid run name",
+                       "use letters, digits, '-' and '_' only")
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DhaError(f"recipe file '{path}' does not exist", "check the path, e.g. recipes/digits_quickstart.toml")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise DhaError(f"recipe file '{path}' is not valid TOML ({exc})", "fix the syntax at that line") from None
+    except UnicodeDecodeError:
+        raise DhaError(f"recipe file '{path}' is not UTF-8 text", "pass a .toml recipe") from None
+    return recipe_from_dict(apply_overrides(raw, list(overrides or [])))
+
+
+def recipe_to_toml(recipe: Recipe) -> str:
+    """The resolved recipe as TOML text."""
+    return tomli_w.dumps(recipe.to_dict())
+
+
+def save_resolved(recipe: Recipe, directory: str | Path) -> Path:
+    """Write `recipe.resolved.toml` and `recipe.sha256` into `directory`."""
+    directory = Path(directory)
+    target = directory / "recipe.resolved.toml"
+    write_text(target, recipe_to_toml(recipe))
+    write_text(directory / "recipe.sha256", recipe.sha256 + "\n")
+    return target
+

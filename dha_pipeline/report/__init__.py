@@ -1,0 +1,1 @@
+"""Reports: PNG plots and the model card."""

@@ -1,0 +1,45 @@
+"""MODEL_CARD.md: what the model is, how it was made, how well it does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def model_card(metadata: dict[str, Any], evaluation: dict[str, Any] | None) -> str:
+    """Markdown model card from the model metadata and, when known, its evaluation."""
+    spec = metadata["input"]
+    hyper = metadata.get("hyperparameters") or {}
+    lines = [
+        f"# {metadata['name']}",
+        "",
+        f"Image classifier over {len(metadata['classes'])} classes, made by dha "
+        f"(mode `{metadata['mode']}`, components {metadata['components'] or 'none'}).",
+        "",
+        "## Input",
+        f"- {spec['channels']}-channel {spec['size']}x{spec['size']} images, {spec['layout']} {spec['dtype']}, "
+        f"pixels / 255 then (x - mean) / std with mean {spec['mean']} and std {spec['std']}",
+        f"- resize: {spec['resize']} (Pillow)",
+        "",
+        "## Network",
+        f"- search space: {metadata['search_space']}; params {metadata['params']:,}; MACs {metadata['macs']:,}",
+        f"- genotype: `{metadata['genotype']}`",
+        f"- final lr {hyper.get('lr')}, weight decay {hyper.get('weight_decay')}",
+        f"- trained on `{metadata['data']['dataset']}`",
+        "",
+        "## Export parity (onnxruntime / TorchScript vs torch)",
+        f"- max |logit diff| {metadata['parity']['max_abs_diff']:.2e}, top-1 agreement "
+        f"{_percent(metadata['parity']['top1_agreement'])} on {metadata['parity']['num_samples']} images",
+    ]
+    if evaluation is not None:
+        latency = evaluation["latency_ms"]
+        lines += ["", "## Evaluation",
+                  f"- `{evaluation['dataset']}` split `{evaluation['split']}`, {evaluation['num_samples']} images, "
+                  f"backend {evaluation['backend']}",
+                  f"- top-1 {_percent(evaluation['top1'])}, top-5 {_percent(evaluation['top5'])}",
+                  f"- latency batch 1 p50 {latency['batch1_p50']:.2f} ms, p90 {latency['batch1_p90']:.2f} ms; "
+                  f"batch 32 p50 {latency['batch32_p50']:.2f} ms; {evaluation['throughput_ips']:.0f} img/s"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Search spaces: operations, genotypes and the networks built from them."""

@@ -1,0 +1,157 @@
+"""The DARTS cell-space network built from a genotype: a plain, traceable nn.Module."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from dha_pipeline.spaces.genotype import Genotype
+from dha_pipeline.spaces.operations import OPS, FactorizedReduce, ReLUConvBN
+
+LARGE_STEM_MIN_SIZE = 128
+STEM_MULTIPLIER = 3
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Everything needed to rebuild a network (weights aside)."""
+
+    num_classes: int
+    in_channels: int
+    image_size: int
+    init_channels: int
+    layers: int
+    genotype: Genotype
+    stem: str = "small"
+    auxiliary: bool = False
+    drop_path: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {**asdict(self), "genotype": self.genotype.to_dict()}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> NetworkConfig:
+        """Inverse of `to_dict`."""
+        return cls(**{**raw, "genotype": Genotype.from_dict(raw["genotype"])})
+
+
+def resolve_stem(stem: str, image_size: int) -> str:
+    """'auto' picks the ImageNet stem for large inputs, the CIFAR stem otherwise."""
+    if stem != "auto":
+        return stem
+    return "large" if image_size >= LARGE_STEM_MIN_SIZE else "small"
+
+
+def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """Zero whole samples of a branch with probability `drop_prob`, rescaling the rest."""
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x * mask / keep
+
+
+class Cell(nn.Module):
+    """One normal or reduction cell: 4 intermediate nodes, two edges each."""
+
+    def __init__(self, genotype: Genotype, c_prev_prev: int, c_prev: int, channels: int,
+                 reduction: bool, reduction_prev: bool) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.preprocess0 = (FactorizedReduce(c_prev_prev, channels) if reduction_prev
+                            else ReLUConvBN(c_prev_prev, channels, 1, 1, 0))
+        self.preprocess1 = ReLUConvBN(c_prev, channels, 1, 1, 0)
+        edges = genotype.reduce if reduction else genotype.normal
+        self.concat = list(genotype.reduce_concat if reduction else genotype.normal_concat)
+        self.inputs = [source for _, source in edges]
+        self.ops = nn.ModuleList(OPS[op](channels, 2 if reduction and source < 2 else 1, True)
+                                 for op, source in edges)
+        self.is_identity = [isinstance(op, nn.Identity) for op in self.ops]
+        self.multiplier = len(self.concat)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for node in range(len(self.ops) // 2):
+            total = None
+            for edge in (2 * node, 2 * node + 1):
+                h = self.ops[edge](states[self.inputs[edge]])
+                if self.training and drop_prob > 0 and not self.is_identity[edge]:
+                    h = drop_path(h, drop_prob)
+                total = h if total is None else total + h
+            states.append(total)
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class AuxiliaryHead(nn.Module):
+    """Auxiliary classifier after the second reduction (training only)."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(2),
+            nn.Conv2d(channels, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+def _stem(kind: str, in_channels: int, channels: int) -> nn.Module:
+    if kind == "small":
+        return nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
+    return nn.Sequential(
+        nn.Conv2d(in_channels, channels // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels // 2),
+        nn.ReLU(inplace=True), nn.Conv2d(channels // 2, channels, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+        nn.Conv2d(channels, channels, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels))
+
+
+class DartsNetwork(nn.Module):
+    """Stem, `layers` cells (reductions at 1/3 and 2/3 depth), global pooling, classifier.
+
+    `forward` returns logits only (what is exported); `forward_train` also
+    returns the auxiliary logits when the head exists.
+    """
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.config = config
+        stem_kind = resolve_stem(config.stem, config.image_size)
+        c = config.init_channels
+        c_stem = STEM_MULTIPLIER * c if stem_kind == "small" else c
+        self.stem = _stem(stem_kind, config.in_channels, c_stem)
+        c_prev_prev, c_prev, c_curr = c_stem, c_stem, c
+        self.cells = nn.ModuleList()
+        reduction_prev = stem_kind == "large"
+        reductions = {config.layers // 3, 2 * config.layers // 3}
+        self.aux_position = 2 * config.layers // 3
+        self.auxiliary_head: nn.Module | None = None
+        for index in range(config.layers):
+            reduction = index in reductions
+            if reduction:
+                c_curr *= 2
+            cell = Cell(config.genotype, c_prev_prev, c_prev, c_curr, reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_prev_prev, c_prev = c_prev, cell.multiplier * c_curr
+            if config.auxiliary and index == self.aux_position:
+                self.auxiliary_head = AuxiliaryHead(c_prev, config.num_classes)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, config.num_classes)
+        self.drop_prob = config.drop_path
+
+    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and, when the auxiliary head exists and the net trains, auxiliary logits."""
+        s0 = s1 = self.stem(x)
+        aux = None
+        for index, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_prob)
+            if index == self.aux_position and self.auxiliary_head is not None and self.training:
+                aux = self.auxiliary_head(s1)
+        return self.classifier(self.global_pooling(s1).flatten(1)), aux
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_train(x)[0]
