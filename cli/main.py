@@ -16,6 +16,14 @@ import typer
 from cli.render import console, error_line, next_commands, summary_table
 from dha_pipeline.errors import USER_ERROR_EXIT_CODE, DhaError
 
+try:  # typer >= 0.29 ships its own copy of click, whose exceptions are distinct classes
+    from typer._click import exceptions as _typer_click
+except ImportError:  # older typer uses click itself
+    _typer_click = click.exceptions
+USAGE_ERRORS = (click.UsageError, _typer_click.UsageError)
+EXITS = (click.exceptions.Exit, typer.Exit)
+ABORTS = (click.Abort, typer.Abort)
+
 app = typer.Typer(name="dha", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Ready-to-deploy AutoML for image classification (DHA: data augmentation, "
                        "hyper-parameters and architecture, optimized jointly).")
@@ -161,13 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     except DhaError as exc:
         error_line(str(exc))
         return exc.exit_code
-    except click.UsageError as exc:
+    except USAGE_ERRORS as exc:
         command = exc.ctx.command_path if exc.ctx is not None else "dha"
-        error_line(f"{exc.format_message()} (see `{command} --help`)")
+        if exc.format_message():  # empty when help was shown for a bare `dha`
+            error_line(f"{exc.format_message()} (see `{command} --help`)")
         return USER_ERROR_EXIT_CODE
-    except click.exceptions.Exit as exc:
+    except EXITS as exc:
         return exc.exit_code
-    except click.Abort:
+    except ABORTS:
         error_line("aborted")
         return 130
     return 0

@@ -55,7 +55,8 @@ def derive_child(checkpoint_path: Path, child_path: Path) -> tuple[Child, float]
     last = state["history"][-1] if state["history"] else {}
     info = {"genotype": child_config.genotype.to_dict(), "components": [], "mode": "manual",
             "search_space": "darts", "da_policy": None, "base_augment": state["augment"],
-            "hyperparameters": {"lr": last.get("lr"), "weight_decay": last.get("weight_decay")},
+            "hyperparameters": {"lr": last.get("lr"), "weight_decay": last.get("weight_decay"),
+                                "schedule": state["schedule"]},
             "epochs": state["epoch"], "final_val_top1": last.get("val_top1"),
             "recipe_sha256": state["recipe_sha256"], "data": state["data"]}
     save_checkpoint({"network": child_config.to_dict(), "state_dict": child_model.state_dict(),
@@ -76,6 +77,9 @@ def _max_logit_gap(trained: DartsNetwork, child: DartsNetwork, config: NetworkCo
 def load_child(child_path: Path) -> Child:
     """Read a derived child written by `derive_child`."""
     state = load_checkpoint(child_path)
+    if not {"network", "state_dict", "classes", "mean", "std", "info"} <= set(state):
+        raise DhaError(f"'{child_path}' is not a derived child network",
+                       "pass runs/<name>/derived/child.pt (written by `dha derive`)")
     model = DartsNetwork(NetworkConfig.from_dict(state["network"]))
     model.load_state_dict(state["state_dict"])
     return Child(model.eval(), state["classes"], state["mean"], state["std"], state["info"])

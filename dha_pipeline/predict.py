@@ -6,14 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from dha_pipeline.backends import OnnxBackend
 from dha_pipeline.errors import DhaError
-from dha_pipeline.preprocess import model_input, prepare_image
-
-DIRECT_MODES = ("L", "LA", "RGB", "RGBA")
-
+from dha_pipeline.preprocess import model_input, prepare_image, read_image
 
 @dataclass
 class Prediction:
@@ -21,20 +17,6 @@ class Prediction:
 
     path: str
     top: list[tuple[str, float]]
-
-
-def read_image(path: Path) -> np.ndarray:
-    """A uint8 HW or HWC array from an image file, or one error line if it is not an image."""
-    if not path.is_file():
-        raise DhaError(f"image '{path}' does not exist", "check the path")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode not in DIRECT_MODES:
-                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-            return np.asarray(image)
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise DhaError(f"'{path}' is not a readable image", "pass JPEG, PNG, BMP, GIF, WebP or TIFF files") from None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

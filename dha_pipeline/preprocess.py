@@ -8,15 +8,48 @@ uint8 HWC image -> `to_channels` -> `resize_image` -> /255 -> `standardize`.
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+from dha_pipeline.errors import DhaError
 
 ArrayT = TypeVar("ArrayT")
 
 PIXEL_SCALE = 255.0
 RESIZE_FILTER = "bilinear"
+DIRECT_MODES = ("L", "LA", "RGB", "RGBA")
+SIXTEEN_BIT_TO_EIGHT = 257.0
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file; see `decode_image`."""
+    if not path.is_file():
+        raise DhaError(f"image '{path}' does not exist", "check the path")
+    return decode_image(path.read_bytes(), str(path))
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """Decode image bytes to uint8 HW or HWC (first frame of animations).
+
+    Pillow decodes for training, evaluation and prediction alike (as torchvision's
+    ImageFolder does), so every stage sees identical pixels. Palette images become
+    RGB(A), 16-bit grayscale is scaled to 8 bits.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if image.mode.startswith("I;16"):
+                return np.round(np.asarray(image, dtype=np.float64) / SIXTEEN_BIT_TO_EIGHT).astype(np.uint8)
+            if image.mode not in DIRECT_MODES:
+                image = image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
+            return np.asarray(image)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise DhaError(f"'{name}' is not a readable image",
+                       "pass JPEG, PNG, BMP, GIF, WebP or TIFF files") from None
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:

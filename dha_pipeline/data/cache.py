@@ -50,8 +50,14 @@ class PreparedData:
 def _target_channels(config: DataConfig, source: SourceData) -> int:
     if config.channels != "auto":
         return int(config.channels)
-    first = next(iter(source.splits.values())).images[0]
-    return 3 if first.ndim == 3 and first.shape[2] >= 3 else 1
+    for split in source.splits.values():
+        images = split.images
+        if isinstance(images, np.ndarray):
+            if images.ndim == 4 and images.shape[3] >= 3:
+                return 3
+        elif any(image.ndim == 3 and image.shape[2] >= 3 for image in images):
+            return 3
+    return 1
 
 
 def _to_grid(split: SourceSplit, size: int, channels: int, description: str) -> np.ndarray:
@@ -70,13 +76,14 @@ def _to_grid(split: SourceSplit, size: int, channels: int, description: str) -> 
     return out
 
 
-def _stratified_split(labels: np.ndarray, fraction: float, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (kept, held_out) with `fraction` of each class held out, fixed by `seed`."""
+def _stratified_split(labels: np.ndarray, held_out: float | int, seed: int, what: str
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held_out): a fraction (float) or a count (int) of each class held out, fixed by `seed`."""
     from sklearn.model_selection import train_test_split
 
     indices = np.arange(len(labels))
     try:
-        kept, held = train_test_split(indices, test_size=fraction, random_state=seed, stratify=labels)
+        kept, held = train_test_split(indices, test_size=held_out, random_state=seed, stratify=labels)
     except ValueError as exc:
         raise DhaError(f"cannot split off a stratified {what} split ({exc})",
                        f"add images to small classes or change data.{what}_fraction") from None
@@ -114,8 +121,8 @@ def build_dataset(config: DataConfig, *, image_size: int | None = None, channels
         splits["val"] = _take(splits["train"], held)
         splits["train"] = _take(splits["train"], kept)
     if config.train_subset and config.train_subset < len(splits["train"]):
-        fraction = config.train_subset / len(splits["train"])
-        _, subset = _stratified_split(splits["train"].labels, fraction, config.split_seed + 2, "train_subset")
+        _, subset = _stratified_split(splits["train"].labels, config.train_subset, config.split_seed + 2,
+                                      "train_subset")
         splits["train"] = _take(splits["train"], subset)
     x = {name: _to_grid(splits[name], size, channels, f"resizing {name}") for name in SPLITS}
     y = {name: splits[name].labels for name in SPLITS}
@@ -169,9 +176,13 @@ def load_cache(directory: str | Path) -> PreparedData:
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
         raise DhaError(f"no dataset cache at '{directory}'", "run `dha prepare RECIPE` first")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != CACHE_FORMAT:
-        raise DhaError(f"dataset cache '{directory}' has an old format", "rerun `dha prepare RECIPE --force`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        manifest = {}
+    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+        raise DhaError(f"dataset cache '{directory}' has an unreadable or old manifest",
+                       "rerun `dha prepare RECIPE --force`")
     x, y = {}, {}
     for split in SPLITS:
         for kind, store in (("x", x), ("y", y)):

@@ -1,4 +1,4 @@
-"""Decoding image files with torchvision.io, collecting unreadable ones."""
+"""Decoding many image files, collecting the unreadable ones."""
 
 from __future__ import annotations
 
@@ -9,21 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from dha_pipeline.errors import DhaError
+from dha_pipeline.preprocess import decode_image
 from dha_pipeline.progress import progress_bar
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-def decode_file(path: Path) -> tuple[np.ndarray, bytes]:
-    """Decode one image to uint8 HWC (1, 2, 3 or 4 channels); returns it and the file bytes."""
-    import torch
-    from torchvision.io import ImageReadMode, decode_image
-
-    data = path.read_bytes()
-    tensor = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
-    if tensor.ndim == 4:  # animated GIF: first frame
-        tensor = tensor[0]
-    return tensor.permute(1, 2, 0).contiguous().numpy(), data
 
 
 def decode_files(paths: Sequence[Path], *, skip_bad: bool, root: Path, description: str
@@ -39,9 +28,10 @@ def decode_files(paths: Sequence[Path], *, skip_bad: bool, root: Path, descripti
     with progress_bar() as progress:
         task = progress.add_task(description, total=len(paths))
         for index, path in enumerate(paths):
+            data = path.read_bytes()
             try:
-                image, data = decode_file(path)
-            except (RuntimeError, ValueError, OSError):
+                image = decode_image(data, str(path))
+            except DhaError:
                 bad.append(str(path))
             else:
                 images.append(image)

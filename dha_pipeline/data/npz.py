@@ -29,8 +29,11 @@ def load(path: str, *, download: bool = False, skip_bad: bool = False) -> Source
         raise DhaError(f"npz file '{file}' does not exist", "check the path in data.dataset")
     try:
         archive = np.load(file, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DhaError(f"'{file}' is not a readable .npz archive ({exc})", "save it with numpy.savez") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DhaError(f"'{file}' is not a readable .npz archive ({type(exc).__name__})",
+                       "save it with numpy.savez") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DhaError(f"'{file}' is a single .npy array, not an .npz archive", "save it with numpy.savez")
     with archive:
         keys = set(archive.files)
         missing = [k for k in REQUIRED_KEYS if k not in keys]

@@ -49,7 +49,18 @@ def metadata_from_session(session: Any, path: str | Path) -> dict[str, Any]:
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     if raw is None:
         raise DhaError(f"ONNX model '{path}' carries no dha metadata", "export it with `dha export`")
-    return json.loads(raw)
+    return parse_metadata(raw, path)
+
+
+def parse_metadata(raw: str, path: str | Path) -> dict[str, Any]:
+    """The metadata JSON embedded in a model file, or one error line if it is damaged."""
+    try:
+        metadata = json.loads(raw)
+    except json.JSONDecodeError:
+        metadata = None
+    if not isinstance(metadata, dict) or not {"classes", "input"} <= set(metadata):
+        raise DhaError(f"model '{path}' carries damaged dha metadata", "export it again with `dha export`")
+    return metadata
 
 
 def open_onnx_session(path: str | Path, providers: list[str] | None = None) -> Any:

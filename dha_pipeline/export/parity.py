@@ -25,7 +25,12 @@ class Parity:
 
 
 def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> Parity:
-    """Max absolute logit difference and top-1 agreement of `candidate` with `reference`."""
+    """Max absolute logit difference and top-1 agreement of `candidate` with `reference`.
+
+    Arrays of different shapes (a wrong batch or class count) never agree.
+    """
+    if reference.shape != candidate.shape:
+        return Parity(float("inf"), 0.0, int(len(reference)))
     diff = float(np.abs(reference.astype(np.float64) - candidate.astype(np.float64)).max())
     agreement = float((reference.argmax(1) == candidate.argmax(1)).mean())
     return Parity(diff, agreement, int(len(reference)))

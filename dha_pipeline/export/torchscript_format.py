@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dha_pipeline.errors import DhaError
-from dha_pipeline.export.metadata import TORCHSCRIPT_EXTRA_FILE
+from dha_pipeline.export.metadata import TORCHSCRIPT_EXTRA_FILE, parse_metadata
 
 
 def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, Any]) -> None:
@@ -35,4 +35,4 @@ def load_torchscript(path: Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]
                            "pass a model.ts written by `dha export`") from None
     if not extra[TORCHSCRIPT_EXTRA_FILE]:
         raise DhaError(f"TorchScript model '{path}' carries no dha metadata", "export it with `dha export`")
-    return module.eval(), json.loads(extra[TORCHSCRIPT_EXTRA_FILE])
+    return module.eval(), parse_metadata(extra[TORCHSCRIPT_EXTRA_FILE], path)

@@ -193,6 +193,9 @@ def train_manual(recipe: Recipe, data: PreparedData, *, resume: bool = False) ->
                              "network": config.to_dict(), "classes": data.classes,
                              "mean": data.mean, "std": data.std, "augment": augment.to_dict(),
                              "data": {"dataset": data.manifest["dataset"], "split": data.manifest["split"]},
+                             "schedule": {"kind": "cosine", "lr": train_cfg.lr, "lr_min": train_cfg.lr_min,
+                                          "warmup_epochs": train_cfg.warmup_epochs,
+                                          "momentum": train_cfg.momentum},
                              "recipe_sha256": recipe.section_sha256(*SEARCH_SECTIONS)},
                             checkpoint_path)
             write_csv(run_dir / HISTORY, history)

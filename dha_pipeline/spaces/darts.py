@@ -99,14 +99,22 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-def _stem(kind: str, in_channels: int, channels: int) -> nn.Module:
+def _stems(kind: str, in_channels: int, channels: int) -> tuple[nn.Module, nn.Module]:
+    """(stem0, stem1): the first cell reads stem0(x) and stem1(stem0(x)).
+
+    Small inputs: one stride-1 conv, stem1 the identity. Large inputs (ImageNet):
+    stem0 downsamples 4x, stem1 2x more, as in DARTS' ImageNet network.
+    """
     if kind == "small":
-        return nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
-    return nn.Sequential(
+        stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
+        return stem, nn.Identity()
+    stem0 = nn.Sequential(
         nn.Conv2d(in_channels, channels // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels // 2),
         nn.ReLU(inplace=True), nn.Conv2d(channels // 2, channels, 3, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
-        nn.Conv2d(channels, channels, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels))
+        nn.BatchNorm2d(channels))
+    stem1 = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 3, stride=2, padding=1, bias=False),
+                          nn.BatchNorm2d(channels))
+    return stem0, stem1
 
 
 class DartsNetwork(nn.Module):
@@ -122,7 +130,7 @@ class DartsNetwork(nn.Module):
         stem_kind = resolve_stem(config.stem, config.image_size)
         c = config.init_channels
         c_stem = STEM_MULTIPLIER * c if stem_kind == "small" else c
-        self.stem = _stem(stem_kind, config.in_channels, c_stem)
+        self.stem0, self.stem1 = _stems(stem_kind, config.in_channels, c_stem)
         c_prev_prev, c_prev, c_curr = c_stem, c_stem, c
         self.cells = nn.ModuleList()
         reduction_prev = stem_kind == "large"
@@ -145,7 +153,8 @@ class DartsNetwork(nn.Module):
 
     def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits and, when the auxiliary head exists and the net trains, auxiliary logits."""
-        s0 = s1 = self.stem(x)
+        s0 = self.stem0(x)
+        s1 = self.stem1(s0)
         aux = None
         for index, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_prob)

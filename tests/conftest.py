@@ -1,0 +1,100 @@
+"""Shared fixtures: tiny recipes and datasets made by the tests themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli.main import main
+
+TINY_RECIPE = """
+name = "tiny"
+seed = 0
+device = "cpu"
+
+[data]
+dataset = "digits"
+image_size = 8
+channels = "1"
+
+[model]
+init_channels = 4
+layers = 3
+
+[train]
+epochs = 2
+batch_size = 64
+lr = 0.05
+
+[augment]
+crop_padding = 1
+hflip = false
+
+[export]
+parity_samples = 256
+
+[evaluate]
+latency_runs = 2
+"""
+
+
+def write_recipe(directory: Path, text: str = TINY_RECIPE, name: str = "recipe.toml") -> Path:
+    """Write a recipe whose runs/ and exports/ live under `directory`."""
+    path = directory / name
+    path.write_text(f'runs_dir = "{directory / "runs"}"\nexports_dir = "{directory / "exports"}"\n' + text)
+    return path
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path: Path) -> Path:
+    """A 2-epoch, 8x8 digits recipe in a fresh directory."""
+    return write_recipe(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished `dha run` of the tiny recipe, shared read-only by many tests."""
+    directory = tmp_path_factory.mktemp("tiny_run")
+    assert main(["run", str(write_recipe(directory))]) == 0
+    return directory
+
+
+def make_npz(path: Path, *, n_train: int = 60, n_test: int = 20, size: int = 10, channels: int | None = None,
+             classes: tuple[str, ...] = ("a", "b", "c"), seed: int = 0, **replace: np.ndarray) -> Path:
+    """A small npz dataset whose class is encoded in the image brightness."""
+    rng = np.random.default_rng(seed)
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.arange(n) % len(classes)
+        shape = (n, size, size) if channels is None else (n, size, size, channels)
+        x = (rng.integers(0, 40, shape) + (y * 80).reshape((-1,) + (1,) * (len(shape) - 1))).astype(np.uint8)
+        return x, y
+
+    x_train, y_train = split(n_train)
+    x_test, y_test = split(n_test)
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
+              "classes": np.array(classes)}
+    arrays.update(replace)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def make_imagefolder(root: Path, *, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 6,
+                     splits: tuple[str, ...] = ("train", "test"), size: tuple[int, int] = (12, 9)) -> Path:
+    """A small ImageFolder tree of RGB PNG/JPEG images of varying sizes, one grayscale per class."""
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                h, w = size[0] + i, size[1] + 2 * i
+                pixels = (rng.integers(0, 60, (h, w, 3)) + 150 * label).astype(np.uint8)
+                image = Image.fromarray(pixels)
+                if i == 0:
+                    image = image.convert("L")
+                image.save(folder / f"{i}.{'png' if i % 2 else 'jpg'}")
+    return root

@@ -1,0 +1,111 @@
+"""Recipe loading, validation with key paths, --set overrides, resolved output."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from dha_pipeline.errors import DhaError
+from dha_pipeline.recipe import apply_overrides, load_recipe, recipe_from_dict, save_resolved
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_shipped_recipe_validates() -> None:
+    recipes = sorted((ROOT / "recipes").glob("*.toml"))
+    assert recipes, "no recipes shipped"
+    for path in recipes:
+        recipe = load_recipe(path)
+        assert recipe.name == path.stem
+
+
+def test_defaults_and_types() -> None:
+    recipe = recipe_from_dict({"name": "x", "train": {"lr": 1}})
+    assert recipe.train.lr == 1.0 and isinstance(recipe.train.lr, float)
+    assert recipe.data.dataset == "digits"
+    assert recipe.run_dir == Path("runs/x") and recipe.export_dir == Path("exports/x")
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"trian": {}}, ["unknown recipe key 'trian'", "did you mean 'train'"]),
+    ({"train": {"epoch": 3}}, ["'train.epoch'", "did you mean 'train.epochs'"]),
+    ({"train": {"zzzz": 3}}, ["'train.zzzz'", "valid keys", "train.epochs"]),
+])
+def test_unknown_key_names_path_and_closest(raw: dict, expected: list[str]) -> None:
+    with pytest.raises(DhaError) as info:
+        recipe_from_dict(raw)
+    for fragment in expected:
+        assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("raw, fragments", [
+    ({"train": {"epochs": "ten"}}, ["'train.epochs'", "'ten'", "expected integer"]),
+    ({"train": {"epochs": 2.5}}, ["'train.epochs'", "expected integer"]),
+    ({"augment": {"hflip": 1}}, ["'augment.hflip'", "expected boolean"]),
+    ({"train": {"epochs": -1}}, ["'train.epochs'", "-1", "allowed range: [1, 10000]"]),
+    ({"train": {"lr": 0.0}}, ["'train.lr'", "allowed range"]),
+    ({"device": "tpu"}, ["'device'", "'tpu'", "'auto'"]),
+    ({"data": {"channels": "2"}}, ["'data.channels'", "allowed"]),
+    ({"export": {"formats": "onnx"}}, ["'export.formats'", "list"]),
+    ({"data": 3}, ["'data'", "table"]),
+    ({"name": "a/b"}, ["'name'", "not a valid run name"]),
+])
+def test_bad_values_name_key_value_and_allowed(raw: dict, fragments: list[str]) -> None:
+    with pytest.raises(DhaError) as info:
+        recipe_from_dict(raw)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_channels_accepts_integer() -> None:
+    assert recipe_from_dict({"data": {"channels": 3}}).data.channels == "3"
+
+
+def test_overrides_parse_toml_values_and_bare_strings() -> None:
+    raw = apply_overrides({}, ["train.epochs=7", "data.dataset=npz:/tmp/x.npz", "train.lr=1e-2",
+                               "augment.hflip=false", 'export.formats=["onnx"]'])
+    recipe = recipe_from_dict(raw)
+    assert recipe.train.epochs == 7 and recipe.train.lr == 0.01 and recipe.augment.hflip is False
+    assert recipe.data.dataset == "npz:/tmp/x.npz" and recipe.export.formats == ["onnx"]
+
+
+@pytest.mark.parametrize("override", ["train.epochs", "=3", "seed.x=1"])
+def test_malformed_override(override: str) -> None:
+    with pytest.raises(DhaError):
+        apply_overrides({"seed": 0}, [override])
+
+
+def test_override_unknown_key_is_validated(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text('name = "r"\n')
+    with pytest.raises(DhaError, match="did you mean 'train.epochs'"):
+        load_recipe(path, ["train.epoch=3"])
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(DhaError, match="does not exist"):
+        load_recipe(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n[train\n")
+    with pytest.raises(DhaError, match="not valid TOML"):
+        load_recipe(bad)
+
+
+def test_resolved_recipe_round_trips_with_hash(tmp_path: Path) -> None:
+    recipe = recipe_from_dict({"name": "r", "train": {"epochs": 4}})
+    written = save_resolved(recipe, tmp_path)
+    reloaded = load_recipe(written)
+    assert reloaded == recipe
+    assert (tmp_path / "recipe.sha256").read_text().strip() == recipe.sha256
+    assert tomllib.loads(written.read_text())["train"]["epochs"] == 4
+
+
+def test_section_hash_changes_only_with_its_section() -> None:
+    base = recipe_from_dict({})
+    other_export = recipe_from_dict({"export": {"opset": 19}})
+    other_train = recipe_from_dict({"train": {"epochs": 3}})
+    assert base.section_sha256("train") == other_export.section_sha256("train")
+    assert base.section_sha256("train") != other_train.section_sha256("train")
+    assert base.sha256 != other_export.sha256
