@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
-    assert len(err.splitlines()) == 1, err
-    return err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    return errors[0]
 
 
 def test_run_writes_every_artifact(tiny_run: Path) -> None:
