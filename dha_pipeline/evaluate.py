@@ -20,7 +20,7 @@ from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import write_json, write_text
 from dha_pipeline.metrics import topk_correct
 from dha_pipeline.preprocess import model_input
-from dha_pipeline.progress import progress_bar
+from dha_pipeline.progress import console, progress_bar
 from dha_pipeline.recipe import DataConfig
 from dha_pipeline.report.model_card import model_card
 from dha_pipeline.report.plots import confusion_matrix
@@ -80,7 +80,11 @@ def evaluate_model(model_path: str | Path, *, dataset: str | None = None, split:
                          image_size=meta["input"]["size"], channels=meta["input"]["channels"])
     if len(data.classes) != len(classes):
         raise DhaError(f"dataset '{data.manifest['dataset']}' has {len(data.classes)} classes but the model "
-                       f"predicts {len(classes)}", "evaluate on data with the model's classes: " + ", ".join(classes[:20]))
+                       f"predicts {len(classes)}",
+                       "evaluate on data with the model's classes: " + ", ".join(classes[:20]))
+    if data.classes != classes:
+        console.print(f"[yellow]warning:[/yellow] the data's class names differ from the model's; labels are "
+                      f"matched by index (data: {data.classes[:5]}..., model: {classes[:5]}...)", highlight=False)
     images, labels = data.x[split], data.y[split]
     logits = np.empty((len(images), len(classes)), dtype=np.float32)
     with progress_bar() as progress:
@@ -101,7 +105,8 @@ def evaluate_model(model_path: str | Path, *, dataset: str | None = None, split:
     report = {
         "model": str(model_path), "top1": float(top1.mean()), "top5": float(top5.mean()),
         "num_samples": int(len(labels)), "dataset": data.manifest["dataset"], "split": split,
-        "backend": backend.name, "provider": getattr(backend, "provider", "cpu"),
+        "class_names_match": data.classes == classes, "backend": backend.name,
+        "provider": getattr(backend, "provider", "cpu"),
         "per_class_top1": per_class, "confusion_matrix": matrix.tolist(), "latency_ms": latency,
         "throughput_ips": LATENCY_BATCH / (latency["batch32_p50"] / 1000.0),
     }

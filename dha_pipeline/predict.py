@@ -37,7 +37,7 @@ def predict(model_path: str | Path, images: list[str | Path], top_k: int = 5) ->
     probabilities = softmax(backend(model_input(grid, spec["mean"], spec["std"])))
     k = min(top_k, len(classes))
     results = []
-    for path, row in zip(images, probabilities):
+    for path, row in zip(images, probabilities, strict=True):
         order = np.argsort(-row)[:k]
         results.append(Prediction(str(path), [(classes[i], float(row[i])) for i in order]))
     return results

@@ -16,6 +16,7 @@ from typing import Any
 from dha_pipeline.data.source import parse_spec
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_file, sha256_json, write_json
+from dha_pipeline.progress import console
 from dha_pipeline.recipe import SEARCH_SECTIONS, Recipe, load_recipe, save_resolved
 
 CACHE_DIR = "cache"
@@ -117,8 +118,11 @@ def prepare(recipe: Recipe, *, force: bool = False) -> StageReport:
     def work() -> dict[str, Any]:
         data = build_dataset(recipe.data)
         save_cache(data, cache)
-        if data.manifest["bad_files"]:
-            write_json(cache / "bad_files.json", data.manifest["bad_files"])
+        bad_files = data.manifest["bad_files"]
+        if bad_files:
+            write_json(cache / "bad_files.json", bad_files)
+            console.print(f"[yellow]warning:[/yellow] skipped {len(bad_files)} unreadable image(s); "
+                          f"the list is in {cache / 'bad_files.json'}", highlight=False)
         return summary(data.manifest)
 
     return _staged(recipe, "prepare", recipe.section_sha256("data"), {"source": _source_stat(recipe.data.dataset)},

@@ -738,3 +738,10 @@ def test_cache_garbled_manifest(tmp_path: Path, digits_data: PreparedData) -> No
     (tmp_path / MANIFEST).write_text(text[: len(text) // 2])
     with pytest.raises(DhaError):
         load_cache(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["cifar10", "cifar100", "flowers102"])
+def test_torchvision_sets_missing_root_names_download_flag(tmp_path: Path, kind: str) -> None:
+    with pytest.raises(DhaError) as info:
+        load_source(f"{kind}:{tmp_path / 'nothing'}")
+    assert "not found" in str(info.value) and "data.download=true" in str(info.value)

@@ -169,6 +169,16 @@ def test_evaluate_on_an_npz_with_the_models_classes(models: dict[str, Path], tmp
     check_report(result.report, DIGIT_CLASSES)
     assert result.report["dataset"] == f"npz:{npz}"
     assert result.report["num_samples"] == 30
+    assert result.report["class_names_match"] is True
+
+
+def test_evaluate_warns_when_class_names_differ(models: dict[str, Path], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    names = tuple(f"c{i}" for i in range(10))
+    npz = make_npz(tmp_path / "renamed.npz", n_train=100, n_test=30, size=8, classes=names)
+    result = evaluate_model(models["onnx"], dataset=f"npz:{npz}", latency_runs=1, out=tmp_path / "r.json")
+    assert result.report["class_names_match"] is False
+    assert "class names differ" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- user errors: exit 2, one line

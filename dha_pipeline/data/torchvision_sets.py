@@ -20,7 +20,8 @@ def _open(factory, root: str, download: bool, **kwargs):  # type: ignore[no-unty
     try:
         return factory(root=root, download=download, **kwargs)
     except RuntimeError as exc:
-        hint = "check the root folder" if download else "check ROOT, or allow the download with --set data.download=true"
+        hint = ("check the root folder" if download
+                else "check ROOT, or allow the download with --set data.download=true")
         raise DhaError(f"{name} not found or corrupted under '{root}' ({exc})", hint) from None
 
 
@@ -71,4 +72,5 @@ def load_flowers102(path: str, *, download: bool = False, skip_bad: bool = False
     classes = list(getattr(Flowers102, "classes", [str(i) for i in range(num_classes)]))
     if not classes:
         raise DhaError("flowers102: torchvision gave no class names")
-    return SourceData(classes=classes, splits=splits, fingerprint=hashlib.sha256("".join(fingerprints).encode()).hexdigest(), bad_files=bad_files)
+    fingerprint = hashlib.sha256("".join(fingerprints).encode()).hexdigest()
+    return SourceData(classes=classes, splits=splits, fingerprint=fingerprint, bad_files=bad_files)

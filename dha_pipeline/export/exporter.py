@@ -27,6 +27,7 @@ from dha_pipeline.export.parity import Parity, compare_logits
 from dha_pipeline.export.torchscript_format import export_torchscript
 from dha_pipeline.fileio import staged_directory, write_json, write_text
 from dha_pipeline.preprocess import model_input
+from dha_pipeline.progress import progress_bar
 from dha_pipeline.recipe import ExportConfig
 from dha_pipeline.report.model_card import model_card
 from dha_pipeline.spaces.cost import count_macs, count_params
@@ -130,12 +131,15 @@ def export_child(child: Child, name: str, data: PreparedData, config: ExportConf
         reference = model(torch.from_numpy(inputs)).numpy()
     metadata = build_metadata(child, name)
     parity: dict[str, Parity] = {}
-    with staged_directory(export_dir) as stage:
+    with staged_directory(export_dir) as stage, progress_bar() as progress:
+        task = progress.add_task("exporting", total=len(formats))
         for fmt_name in formats:
             fmt = FORMATS[fmt_name]
             path = stage / fmt.filename
+            progress.update(task, description=f"exporting {fmt_name}")
             fmt.write(model, torch.from_numpy(inputs[:2]), path, config, metadata)
             parity[fmt_name] = compare_logits(reference, fmt.load(path)(inputs))
+            progress.advance(task)
             if not parity[fmt_name].passes(config.parity_max_abs_diff, config.parity_min_top1_agreement):
                 result = parity[fmt_name]
                 raise CheckFailed(

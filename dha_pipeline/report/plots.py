@@ -28,7 +28,7 @@ def learning_curves(history: list[dict[str, float]], path: str | Path) -> None:
     for key, label in (("train_top1", "train"), ("val_top1", "val")):
         axes[1].plot(epochs, [row[key] for row in history], label=label)
     axes[2].plot(epochs, [row["lr"] for row in history])
-    for axis, title in zip(axes, ("loss", "top-1", "learning rate (end of epoch)")):
+    for axis, title in zip(axes, ("loss", "top-1", "learning rate (end of epoch)"), strict=True):
         axis.set_title(title)
         axis.set_xlabel("epoch")
     axes[0].legend()
