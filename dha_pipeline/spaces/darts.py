@@ -28,6 +28,9 @@ class NetworkConfig:
     stem: str = "small"
     auxiliary: bool = False
     drop_path: float = 0.0
+    identity_scales: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    """Per genotype edge (normal, reduce): a constant factor for stride-1 skip edges, where a
+    searched op weight cannot be folded into a BatchNorm. None means 1 everywhere."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -36,7 +39,9 @@ class NetworkConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> NetworkConfig:
         """Inverse of `to_dict`."""
-        return cls(**{**raw, "genotype": Genotype.from_dict(raw["genotype"])})
+        scales = raw.get("identity_scales")
+        return cls(**{**raw, "genotype": Genotype.from_dict(raw["genotype"]),
+                      "identity_scales": None if scales is None else tuple(tuple(map(float, s)) for s in scales)})
 
 
 def resolve_stem(stem: str, image_size: int) -> str:
@@ -57,7 +62,7 @@ class Cell(nn.Module):
     """One normal or reduction cell: 4 intermediate nodes, two edges each."""
 
     def __init__(self, genotype: Genotype, c_prev_prev: int, c_prev: int, channels: int,
-                 reduction: bool, reduction_prev: bool) -> None:
+                 reduction: bool, reduction_prev: bool, identity_scales: tuple[float, ...] | None = None) -> None:
         super().__init__()
         self.reduction = reduction
         self.preprocess0 = (FactorizedReduce(c_prev_prev, channels) if reduction_prev
@@ -69,6 +74,7 @@ class Cell(nn.Module):
         self.ops = nn.ModuleList(OPS[op](channels, 2 if reduction and source < 2 else 1, True)
                                  for op, source in edges)
         self.is_identity = [isinstance(op, nn.Identity) for op in self.ops]
+        self.scales = list(identity_scales or [1.0] * len(self.ops))
         self.multiplier = len(self.concat)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
@@ -77,6 +83,8 @@ class Cell(nn.Module):
             total = None
             for edge in (2 * node, 2 * node + 1):
                 h = self.ops[edge](states[self.inputs[edge]])
+                if self.scales[edge] != 1.0:
+                    h = h * self.scales[edge]
                 if self.training and drop_prob > 0 and not self.is_identity[edge]:
                     h = drop_path(h, drop_prob)
                 total = h if total is None else total + h
@@ -141,7 +149,8 @@ class DartsNetwork(nn.Module):
             reduction = index in reductions
             if reduction:
                 c_curr *= 2
-            cell = Cell(config.genotype, c_prev_prev, c_prev, c_curr, reduction, reduction_prev)
+            scales = None if config.identity_scales is None else config.identity_scales[int(reduction)]
+            cell = Cell(config.genotype, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, scales)
             self.cells.append(cell)
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, cell.multiplier * c_curr

@@ -1,0 +1,159 @@
+"""The DARTS cell-space supernet for one-stage ISTA-NAS: every (edge, op) exists, only the
+active ones run.
+
+Each node of a cell reads every earlier state through 7 candidate ops; the
+architecture code gives, per node, a sparse set of (input, op, weight) triples
+and only those ops are evaluated (single path: 2 per node), scaled by their
+weight. Every op's BatchNorm affine parameters stay fixed at gamma=1, beta=0
+(so the weight carries the scale) until its node freezes; then they train.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from dha_pipeline.spaces.darts import AuxiliaryHead, _stems, drop_path, resolve_stem
+from dha_pipeline.spaces.darts import STEM_MULTIPLIER
+from dha_pipeline.spaces.operations import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN
+
+NODES = 4
+CELL_TYPES = ("normal", "reduce")
+ActiveEdge = tuple[int, int, torch.Tensor]
+"""(input state index, op index into PRIMITIVES, scalar weight)"""
+CellArch = list[list[ActiveEdge]]
+"""One list of active edges per intermediate node."""
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    """Everything needed to rebuild a supernet (weights and architecture code aside)."""
+
+    num_classes: int
+    in_channels: int
+    image_size: int
+    init_channels: int
+    layers: int
+    stem: str = "small"
+    auxiliary: bool = False
+    drop_path: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def op_batchnorm(op: nn.Module) -> nn.BatchNorm2d | None:
+    """The BatchNorm an op ends in (None for the stride-1 identity)."""
+    norms = [m for m in op.modules() if isinstance(m, nn.BatchNorm2d)]
+    return norms[-1] if norms else None
+
+
+def set_affine_trainable(op: nn.Module, trainable: bool) -> None:
+    """Switch the affine parameters of every BatchNorm inside an op on or off."""
+    for module in op.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.weight.requires_grad_(trainable)
+            module.bias.requires_grad_(trainable)
+            if not trainable:
+                module.weight.grad = None
+                module.bias.grad = None
+
+
+class SearchCell(nn.Module):
+    """A cell holding all 7 ops on each of its 14 edges; runs only the active ones."""
+
+    def __init__(self, c_prev_prev: int, c_prev: int, channels: int, reduction: bool, reduction_prev: bool) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.preprocess0 = (FactorizedReduce(c_prev_prev, channels) if reduction_prev
+                            else ReLUConvBN(c_prev_prev, channels, 1, 1, 0))
+        self.preprocess1 = ReLUConvBN(c_prev, channels, 1, 1, 0)
+        self.edges = nn.ModuleList()
+        for node in range(NODES):
+            for source in range(2 + node):
+                stride = 2 if reduction and source < 2 else 1
+                ops = nn.ModuleList(OPS[name](channels, stride, True) for name in PRIMITIVES)
+                for op in ops:
+                    set_affine_trainable(op, False)
+                self.edges.append(ops)
+        self.multiplier = NODES
+
+    @staticmethod
+    def edge_index(node: int, source: int) -> int:
+        """Position of the edge (node, source) in `edges`."""
+        return node * (node + 3) // 2 + source
+
+    def op(self, node: int, source: int, op_index: int) -> nn.Module:
+        """The candidate op `op_index` on edge (node, source)."""
+        return self.edges[self.edge_index(node, source)][op_index]
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, arch: CellArch, drop_prob: float) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for node, active in enumerate(arch):
+            total = None
+            for source, op_index, weight in active:
+                op = self.op(node, source, op_index)
+                h = op(states[source]) * weight
+                if self.training and drop_prob > 0 and not isinstance(op, nn.Identity):
+                    h = drop_path(h, drop_prob)
+                total = h if total is None else total + h
+            states.append(total)
+        return torch.cat(states[2:], dim=1)
+
+
+class Supernet(nn.Module):
+    """Stem, `layers` search cells (reductions at 1/3 and 2/3 depth), pooling, classifier."""
+
+    def __init__(self, config: SupernetConfig) -> None:
+        super().__init__()
+        self.config = config
+        stem_kind = resolve_stem(config.stem, config.image_size)
+        c = config.init_channels
+        c_stem = STEM_MULTIPLIER * c if stem_kind == "small" else c
+        self.stem0, self.stem1 = _stems(stem_kind, config.in_channels, c_stem)
+        c_prev_prev, c_prev, c_curr = c_stem, c_stem, c
+        reduction_prev = stem_kind == "large"
+        reductions = {config.layers // 3, 2 * config.layers // 3}
+        self.aux_position = 2 * config.layers // 3
+        self.auxiliary_head: nn.Module | None = None
+        self.cells = nn.ModuleList()
+        for index in range(config.layers):
+            reduction = index in reductions
+            if reduction:
+                c_curr *= 2
+            cell = SearchCell(c_prev_prev, c_prev, c_curr, reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_prev_prev, c_prev = c_prev, cell.multiplier * c_curr
+            if config.auxiliary and index == self.aux_position:
+                self.auxiliary_head = AuxiliaryHead(c_prev, config.num_classes)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, config.num_classes)
+        self.drop_prob = config.drop_path
+
+    def forward_train(self, x: torch.Tensor, arch: dict[str, CellArch]
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (and auxiliary logits while training) for the architecture `arch`."""
+        s0 = self.stem0(x)
+        s1 = self.stem1(s0)
+        aux = None
+        for index, cell in enumerate(self.cells):
+            cell_arch = arch["reduce" if cell.reduction else "normal"]
+            s0, s1 = s1, cell(s0, s1, cell_arch, self.drop_prob)
+            if index == self.aux_position and self.auxiliary_head is not None and self.training:
+                aux = self.auxiliary_head(s1)
+        return self.classifier(self.global_pooling(s1).flatten(1)), aux
+
+    def forward(self, x: torch.Tensor, arch: dict[str, CellArch]) -> torch.Tensor:
+        return self.forward_train(x, arch)[0]
+
+    def enable_affine(self, cell_type: str, node: int, active: list[tuple[int, int]]) -> None:
+        """A node froze: let the BatchNorms of its active ops train, in every cell of that type."""
+        for cell in self.cells:
+            if ("reduce" if cell.reduction else "normal") == cell_type:
+                for source, op_index in active:
+                    set_affine_trainable(cell.op(node, source, op_index), True)

@@ -1,0 +1,61 @@
+"""Deriving the child from the supernet: same logits, plain module, weights folded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dha_pipeline.spaces.darts import DartsNetwork, NetworkConfig
+from dha_pipeline.spaces.fold import child_from_supernet, genotype_from_arch
+from dha_pipeline.spaces.supernet import CELL_TYPES, Supernet, SupernetConfig
+
+
+def _arch(seed: int) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    arch = {}
+    for cell_type in CELL_TYPES:
+        nodes = []
+        for node in range(4):
+            sources = torch.randperm(2 + node, generator=generator)[:2].sort().values.tolist()
+            nodes.append([(s, int(torch.randint(0, 7, (1,), generator=generator)),
+                           torch.rand(1, generator=generator).squeeze() * 2 - 0.5) for s in sources])
+        arch[cell_type] = nodes
+    # make sure the stride-1 skip (no BatchNorm) and dil_conv_5x5 both occur
+    arch["normal"][1][0] = (0, 2, torch.tensor(0.7))
+    arch["normal"][2][1] = (3, 6, torch.tensor(1.3))
+    return arch
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_child_computes_what_the_supernet_computes(seed: int) -> None:
+    torch.manual_seed(seed)
+    supernet = Supernet(SupernetConfig(num_classes=5, in_channels=3, image_size=16, init_channels=4, layers=4))
+    arch = _arch(seed)
+    supernet.train()
+    for _ in range(3):  # move BatchNorm statistics and affine params away from their defaults
+        supernet(torch.randn(8, 3, 16, 16), arch)
+    for module in supernet.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    supernet.eval()
+    child = child_from_supernet(supernet, arch)
+    assert isinstance(child, DartsNetwork)
+    inputs = torch.randn(6, 3, 16, 16)
+    with torch.no_grad():
+        gap = (supernet(inputs, arch) - child(inputs)).abs().max().item()
+    assert gap <= 1e-5
+    rebuilt = DartsNetwork(NetworkConfig.from_dict(child.config.to_dict()))
+    rebuilt.load_state_dict(child.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(inputs), child(inputs))
+    assert child.config.identity_scales is not None
+    assert child.config.identity_scales[0][2] == pytest.approx(0.7)
+
+
+def test_genotype_lists_the_active_edges() -> None:
+    arch = _arch(0)
+    genotype = genotype_from_arch(arch)
+    assert genotype.normal[2] == ("skip_connect", 0)
+    assert genotype.normal[5] == ("dil_conv_5x5", 3)
+    assert len(genotype.reduce) == 8
