@@ -22,7 +22,8 @@ from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_json, write_text
 
 
-SEARCH_SECTIONS = ("seed", "data", "model", "train", "augment", "search")
+SEARCH_SECTIONS = ("seed", "data", "model", "train", "augment", "search", "hpo")
+COMPONENTS = ("nas", "da", "hpo")
 """Recipe settings that change what the search/training stage computes."""
 
 
@@ -83,18 +84,42 @@ class TrainConfig:
 
 @dataclass
 class AugmentConfig:
-    """Base augmentation, applied to every batch on the training device."""
+    """Base augmentation (always on) and the learned policy (component 'da')."""
 
     crop_padding: int = _setting(4, low=0, high=64)
     hflip: bool = _setting(True)
     cutout: int = _setting(0, low=0, high=512, help="side of the Cutout square, 0 = off")
+    policy_lr: float = _setting(0.05, low=0.0, high=10.0, help="Adam learning rate of tau")
+    temperature: float = _setting(2.0, low=0.05, high=100.0, help="pairs are drawn from softmax(log P / T)")
+    magnitude_max: float = _setting(10.0, low=0.0, high=10.0)
+    entropy_floor: float = _setting(0.5, low=0.0, high=1.0, help="fraction of the maximum policy entropy")
 
 
 @dataclass
 class SearchConfig:
-    """What is searched. Only 'manual' (a fixed genotype) exists so far."""
+    """What is searched: the mode, the components, and the ISTA-NAS settings."""
 
-    mode: str = _setting("manual", choices=("manual",))
+    mode: str = _setting("joint", choices=("manual", "joint", "sequential"))
+    components: list[str] = _setting(["nas", "da", "hpo"], help="any subset of nas, da, hpo")
+    search_epochs: int = _setting(10, low=1, high=10_000, help="cap on phase 1 (until every node froze)")
+    sparsity: float = _setting(0.1, low=0.0, high=10.0, help="lambda of the LASSO recovery")
+    freeze_threshold: float = _setting(0.02, low=0.0, high=100.0, help="freeze a node when ||x_new - x|| <= this")
+    arch_lr: float = _setting(3e-3, low=0.0, high=10.0, help="Adam learning rate of the codes b")
+    max_params: int = _setting(0, low=0, high=10**10, help="0 = no parameter budget")
+    max_macs: int = _setting(0, low=0, high=10**13, help="0 = no MAC budget")
+    budget_minutes: float = _setting(0.0, low=0.0, high=10**6, help="0 = epochs only; else stop after this")
+
+
+@dataclass
+class HpoConfig:
+    """Hyper-gradient optimization of the learning rate and weight decay (component 'hpo')."""
+
+    estimator: str = _setting("next_batch", choices=("next_batch", "held_in"))
+    hyper_lr: float = _setting(0.02, low=0.0, high=10.0, help="step of log(lr), log(wd) per normalized hyper-step")
+    lr_low: float = _setting(1e-4, low=1e-8, high=10.0)
+    lr_high: float = _setting(0.5, low=1e-8, high=10.0)
+    wd_low: float = _setting(1e-6, low=1e-10, high=1.0)
+    wd_high: float = _setting(1e-2, low=1e-10, high=1.0)
 
 
 @dataclass
@@ -131,6 +156,7 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    hpo: HpoConfig = field(default_factory=HpoConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
@@ -242,10 +268,34 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     """Validate a raw dict into a Recipe."""
     recipe = _build(Recipe, raw, "")
+    _check_consistency(recipe)
     if not recipe.name or any(c in recipe.name for c in "/\\") or recipe.name.startswith("."):
         raise DhaError(f"recipe key 'name' = {recipe.name!r} is not a valid run name",
                        "use letters, digits, '-' and '_' only")
     return recipe
+
+
+def _check_consistency(recipe: Recipe) -> None:
+    """Rules that span several keys."""
+    search = recipe.search
+    unknown = [c for c in search.components if c not in COMPONENTS]
+    if unknown:
+        raise DhaError(f"recipe key 'search.components' has unknown component(s) {unknown}",
+                       "use any subset of " + ", ".join(COMPONENTS))
+    if len(set(search.components)) != len(search.components):
+        raise DhaError(f"recipe key 'search.components' = {search.components} repeats a component")
+    if search.mode == "manual" and "nas" in search.components:
+        raise DhaError("search.mode = 'manual' trains a known genotype, so 'nas' cannot be a component",
+                       "drop 'nas' from search.components, or use mode 'joint'")
+    if search.mode != "manual" and "nas" not in search.components:
+        raise DhaError(f"search.mode = '{search.mode}' searches the architecture, so it needs 'nas' in components",
+                       "add 'nas' to search.components, or use mode 'manual'")
+    for low, high in (("lr_low", "lr_high"), ("wd_low", "wd_high")):
+        if getattr(recipe.hpo, low) > getattr(recipe.hpo, high):
+            raise DhaError(f"recipe keys 'hpo.{low}' > 'hpo.{high}'", "make the lower bound the smaller one")
+    if "hpo" in search.components and not recipe.hpo.lr_low <= recipe.train.lr <= recipe.hpo.lr_high:
+        raise DhaError(f"recipe key 'train.lr' = {recipe.train.lr} lies outside [hpo.lr_low, hpo.lr_high] = "
+                       f"[{recipe.hpo.lr_low}, {recipe.hpo.lr_high}]", "widen the bounds or change train.lr")
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

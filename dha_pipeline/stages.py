@@ -130,33 +130,39 @@ def prepare(recipe: Recipe, *, force: bool = False) -> StageReport:
 
 
 def search(recipe: Recipe, *, force: bool = False, resume: bool = False) -> StageReport:
-    """Train (manual mode) from the cache; checkpoints, history and plots in runs/<name>/."""
+    """The joint search/training from the cache; checkpoints, history, logs and plots in runs/<name>/."""
     from dha_pipeline.data.cache import MANIFEST, load_cache
-    from dha_pipeline.metrics import read_csv
-    from dha_pipeline.report.plots import learning_curves
-    from dha_pipeline.search.loop import CHECKPOINT, HISTORY, train_manual
+    from dha_pipeline.search.loop import CHECKPOINT, run_search
 
     run_dir = recipe.run_dir
     checkpoint = run_dir / CHECKPOINT
-    plot = run_dir / "plots" / "learning_curves.png"
+    summary_path = run_dir / "search" / "summary.json"
 
-    def summary(history: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
-        last = history[-1]
-        return {"epochs": int(float(last["epoch"])), "train loss": f"{float(last['train_loss']):.4f}",
-                "val top-1": f"{100 * float(last['val_top1']):.2f}%", **extra, "checkpoint": str(checkpoint)}
+    def summary(report: dict[str, Any]) -> dict[str, Any]:
+        last = report["final"]
+        genotype = report["genotype"]
+        rows = {"mode": report["mode"], "components": ", ".join(report["components"]) or "none",
+                "epochs": report["epochs"], "train loss": f"{last['train_loss']:.4f}",
+                "val top-1": f"{100 * last['val_top1']:.2f}%",
+                "final lr / wd": f"{report['hyperparameters']['lr']:.2e} / {report['hyperparameters']['weight_decay']:.1e}",
+                "normal cell": ", ".join(f"{op}<-{i}" for op, i in genotype["normal"]),
+                "reduce cell": ", ".join(f"{op}<-{i}" for op, i in genotype["reduce"]),
+                "child params / MACs": f"{report['params']:,} / {report['macs']:,}",
+                "seconds": f"{report['seconds']:.1f}"}
+        if report["da_policy"]:
+            rows["top policy pairs"] = ", ".join(f"{k} {100 * v:.1f}%" for k, v in list(report["da_policy"].items())[:3])
+        return {**rows, "checkpoint": str(checkpoint)}
 
     def work() -> dict[str, Any]:
-        outcome = train_manual(recipe, load_cache(run_dir / CACHE_DIR), resume=resume)
-        learning_curves(outcome.history, plot)
-        extra = {"params": f"{outcome.params:,}", "MACs": f"{outcome.macs:,}",
-                 "seconds": f"{outcome.seconds:.1f}"}
-        if outcome.resumed_from_epoch:
-            extra["resumed from epoch"] = outcome.resumed_from_epoch
-        return summary(outcome.history, extra)
+        outcome = run_search(recipe, load_cache(run_dir / CACHE_DIR), resume=resume)
+        rows = summary(json.loads(summary_path.read_text()))
+        if outcome.resumed_from:
+            rows["resumed from"] = outcome.resumed_from
+        return rows
 
     inputs = _file_hashes(run_dir / CACHE_DIR / MANIFEST)
-    return _staged(recipe, "search", recipe.section_sha256(*SEARCH_SECTIONS), inputs, [checkpoint, plot],
-                   force or resume, work, lambda: summary(read_csv(run_dir / HISTORY), {}))
+    return _staged(recipe, "search", recipe.section_sha256(*SEARCH_SECTIONS), inputs, [checkpoint, summary_path],
+                   force or resume, work, lambda: summary(json.loads(summary_path.read_text())))
 
 
 def derive(recipe: Recipe, *, force: bool = False) -> StageReport:

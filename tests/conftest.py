@@ -33,6 +33,10 @@ lr = 0.05
 crop_padding = 1
 hflip = false
 
+[search]
+mode = "manual"
+components = []
+
 [export]
 parity_samples = 256
 

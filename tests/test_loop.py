@@ -20,7 +20,8 @@ def _recipe(tmp_path: Path, **train: object) -> Recipe:
                              "data": {"image_size": 8, "channels": "1"},
                              "model": {"init_channels": 4, "layers": 3, "auxiliary": True, "drop_path": 0.1},
                              "train": {"epochs": 2, "batch_size": 128, **train},
-                             "augment": {"crop_padding": 1, "hflip": False, "cutout": 2}})
+                             "augment": {"crop_padding": 1, "hflip": False, "cutout": 2},
+                             "search": {"mode": "manual", "components": []}})
 
 
 @pytest.fixture(scope="module")

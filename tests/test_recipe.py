@@ -22,8 +22,9 @@ def test_every_shipped_recipe_validates() -> None:
 
 
 def test_defaults_and_types() -> None:
-    recipe = recipe_from_dict({"name": "x", "train": {"lr": 1}})
-    assert recipe.train.lr == 1.0 and isinstance(recipe.train.lr, float)
+    recipe = recipe_from_dict({"name": "x", "train": {"lr_min": 0}})
+    assert recipe.train.lr_min == 0.0 and isinstance(recipe.train.lr_min, float)
+    assert recipe.search.mode == "joint" and recipe.search.components == ["nas", "da", "hpo"]
     assert recipe.data.dataset == "digits"
     assert recipe.run_dir == Path("runs/x") and recipe.export_dir == Path("exports/x")
 
@@ -109,3 +110,22 @@ def test_section_hash_changes_only_with_its_section() -> None:
     assert base.section_sha256("train") == other_export.section_sha256("train")
     assert base.section_sha256("train") != other_train.section_sha256("train")
     assert base.sha256 != other_export.sha256
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    ({"search": {"components": ["nas", "magic"]}}, "unknown component"),
+    ({"search": {"components": ["nas", "nas"]}}, "repeats"),
+    ({"search": {"mode": "manual", "components": ["nas"]}}, "cannot be a component"),
+    ({"search": {"mode": "joint", "components": ["da"]}}, "needs 'nas'"),
+    ({"hpo": {"lr_low": 0.1, "lr_high": 0.01}}, "lower bound"),
+    ({"train": {"lr": 2.0}}, "outside [hpo.lr_low, hpo.lr_high]"),
+])
+def test_rules_across_keys(raw: dict, fragment: str) -> None:
+    with pytest.raises(DhaError) as info:
+        recipe_from_dict(raw)
+    assert fragment in str(info.value)
+
+
+def test_manual_mode_may_learn_da_and_hpo() -> None:
+    recipe = recipe_from_dict({"search": {"mode": "manual", "components": ["da", "hpo"]}})
+    assert recipe.search.components == ["da", "hpo"]

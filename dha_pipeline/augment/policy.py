@@ -1,0 +1,144 @@
+"""The learned augmentation policy tau: a categorical distribution over ordered pairs of ops (ALGORITHM.md 1, 5).
+
+Every sample draws one transformation T_k = (op1, op2) out of K * K ordered pairs, each op with its own
+magnitude in [0, M] and sign. tau is trained adversarially through `da_loss` (eq. 2): descending it raises
+the probability of the pairs that produce hard samples, while an entropy floor keeps the policy from
+collapsing onto a few destructive pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dha_pipeline.augment.ops import MAX_MAGNITUDE, OP_NAMES, OPS
+
+
+@dataclass(frozen=True)
+class PolicySample:
+    """One draw of the policy for a batch of n samples; all tensors have n entries, on tau's device."""
+
+    pair: torch.Tensor
+    op1: torch.Tensor
+    op2: torch.Tensor
+    magnitude1: torch.Tensor
+    magnitude2: torch.Tensor
+    sign1: torch.Tensor
+    sign2: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.pair.shape[0]
+
+
+class AugmentPolicy(nn.Module):
+    """Learnable distribution P = softmax(tau) over the K * K ordered op pairs, with batched sampling and apply.
+
+    Pair index p stands for (op_names[p // K], op_names[p % K]): op1 runs first, then op2.
+    """
+
+    def __init__(self, op_names: Sequence[str] = OP_NAMES, temperature: float = 2.0,
+                 max_magnitude: float = MAX_MAGNITUDE, entropy_floor_fraction: float = 0.5,
+                 floor_weight: float = 1.0) -> None:
+        super().__init__()
+        unknown = [name for name in op_names if name not in OPS]
+        if unknown:
+            raise KeyError(f"unknown augmentation ops {unknown}; known: {', '.join(OPS)}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.op_names: tuple[str, ...] = tuple(op_names)
+        self.temperature = temperature
+        self.max_magnitude = max_magnitude
+        self.entropy_floor_fraction = entropy_floor_fraction
+        self.floor_weight = floor_weight
+        self.tau = nn.Parameter(torch.zeros(self.num_ops ** 2))
+
+    @property
+    def num_ops(self) -> int:
+        """K, the number of single ops."""
+        return len(self.op_names)
+
+    @property
+    def max_entropy(self) -> float:
+        """Entropy of the uniform policy, log(K * K) nats."""
+        return math.log(self.num_ops ** 2)
+
+    @property
+    def entropy_floor(self) -> float:
+        """Entropy (nats) below which `da_loss` adds a penalty."""
+        return self.entropy_floor_fraction * self.max_entropy
+
+    def probs(self) -> torch.Tensor:
+        """P = softmax(tau), the untempered pair probabilities."""
+        return F.softmax(self.tau, dim=0)
+
+    def entropy(self) -> torch.Tensor:
+        """Entropy of P in nats (differentiable)."""
+        log_p = F.log_softmax(self.tau, dim=0)
+        return -(log_p.exp() * log_p).sum()
+
+    def sample(self, n: int, generator: torch.Generator) -> PolicySample:
+        """Draw n pairs from softmax(log P / T) by Gumbel-max, with magnitudes uniform in [0, M] and random signs.
+
+        ALGORITHM.md step 2 writes softmax((log P + g) / T); its argmax does not depend on T, so the
+        temperature is read as acting on the logits: argmax(log P / T + g) samples the tempered distribution
+        softmax(log P / T), which T > 1 flattens so that low-probability pairs keep being explored.
+        All randomness comes from `generator`, on its device; the results move to tau's device.
+        """
+        device = self.tau.device
+        draw = {"generator": generator, "device": generator.device}
+        num_pairs = self.num_ops ** 2
+        gumbel = -torch.empty(n, num_pairs, device=generator.device).exponential_(generator=generator).log()
+        magnitudes = torch.rand(2, n, **draw) * self.max_magnitude
+        signs = torch.randint(0, 2, (2, n), **draw).float() * 2 - 1
+        logits = F.log_softmax(self.tau.detach(), dim=0) / self.temperature
+        pair = (logits + gumbel.to(device)).argmax(dim=1)
+        magnitudes, signs = magnitudes.to(device), signs.to(device)
+        return PolicySample(pair=pair, op1=pair // self.num_ops, op2=pair % self.num_ops,
+                            magnitude1=magnitudes[0], magnitude2=magnitudes[1], sign1=signs[0], sign2=signs[1])
+
+    def apply(self, images: torch.Tensor, sample: PolicySample) -> torch.Tensor:
+        """Augment an NCHW batch in [0, 1]: op1 then op2 per sample, each op called once on the samples that drew it."""
+        images = self._apply_stage(images, sample.op1, sample.magnitude1, sample.sign1)
+        return self._apply_stage(images, sample.op2, sample.magnitude2, sample.sign2)
+
+    def _apply_stage(self, images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor,
+                     sign: torch.Tensor) -> torch.Tensor:
+        """One op per sample, grouped: sort samples by op, run each op on its contiguous group, scatter back."""
+        op = op.to(images.device)
+        order = torch.argsort(op, stable=True)
+        counts = torch.bincount(op, minlength=self.num_ops).tolist()
+        groups = zip(self.op_names, images.index_select(0, order).split(counts),
+                     magnitude.to(images.device)[order].split(counts), sign.to(images.device)[order].split(counts))
+        outputs = [OPS[name](group, mags, sgns) if len(group) else group for name, group, mags, sgns in groups]
+        return torch.empty_like(images).index_copy_(0, order, torch.cat(outputs))
+
+    def floor_penalty(self) -> torch.Tensor:
+        """floor_weight * relu(entropy_floor - entropy): zero above the floor, pushes entropy up below it."""
+        return self.floor_weight * F.relu(self.entropy_floor - self.entropy())
+
+    def da_loss(self, sample: PolicySample, per_sample_loss: torch.Tensor) -> torch.Tensor:
+        """L_DA = -(1/n) sum_k p_k(tau) stopgrad(l_k) + the entropy-floor penalty; its gradient reaches only tau.
+
+        p_k is the untempered probability P of the pair sample k drew.
+        """
+        p = self.probs()[sample.pair]
+        return -(p * per_sample_loss.detach()).mean() + self.floor_penalty()
+
+    def top_pairs(self, k: int) -> list[tuple[str, str, float]]:
+        """The k most probable pairs as (op1, op2, probability), most probable first."""
+        probs, index = self.probs().detach().cpu().topk(min(k, self.tau.numel()))
+        return [(self.op_names[i // self.num_ops], self.op_names[i % self.num_ops], p)
+                for i, p in zip(index.tolist(), probs.tolist())]
+
+    def as_dict(self, top: int = 20) -> dict[str, float]:
+        """The `top` most probable pairs as {"op1+op2": probability}, for run logs and model metadata."""
+        return {f"{op1}+{op2}": p for op1, op2, p in self.top_pairs(top)}
+
+    def extra_repr(self) -> str:
+        return (f"ops={self.num_ops}, temperature={self.temperature}, max_magnitude={self.max_magnitude}, "
+                f"entropy_floor_fraction={self.entropy_floor_fraction}, floor_weight={self.floor_weight}")
