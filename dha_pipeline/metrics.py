@@ -38,10 +38,11 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Atomically write rows (dicts with the same keys) as CSV."""
+    """Atomically write rows as CSV; columns are the union of the rows' keys, in first-seen order."""
     buffer = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        fieldnames = list(dict.fromkeys(key for row in rows for key in row))
+        writer = csv.DictWriter(buffer, fieldnames=fieldnames, restval="")
         writer.writeheader()
         writer.writerows(rows)
     write_text(path, buffer.getvalue())

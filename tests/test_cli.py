@@ -145,7 +145,7 @@ def test_console_script_user_error_has_no_traceback(tmp_path: Path) -> None:
 
 
 def test_quickstart_recipe_meets_the_bar(tmp_path: Path) -> None:
-    """The README's main command: the quickstart reaches >= 95% top-1 by onnxruntime on the test split."""
+    """The README's main command (full DHA) reaches >= 95% top-1 by onnxruntime on the test split."""
     args = ["run", str(ROOT / "recipes/digits_quickstart.toml"), "--set", f"runs_dir='{tmp_path / 'runs'}'",
             "--set", f"exports_dir='{tmp_path / 'exports'}'"]
     assert main(args) == 0

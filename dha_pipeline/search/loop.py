@@ -312,6 +312,11 @@ class SearchRun:
         _restore_rng(self.generator, state["rng"])
         return True
 
+    @torch.no_grad()
+    def policy_entropy(self) -> str:
+        """The policy's entropy in nats, for the progress bar ('-' without a policy)."""
+        return "-" if self.parts.policy is None else f"{float(self.parts.policy.entropy()):.2f}"
+
     def hyperparameters(self) -> dict[str, float]:
         """The learning rate and weight decay in use now."""
         group = self.parts.optimizer.param_groups[0]
@@ -342,7 +347,7 @@ class SearchRun:
                     loss_mean.update(loss, self.batch_size)
                     acc_mean.update(accuracy, self.batch_size)
                     hyper = self.hyperparameters()
-                    entropy = f"{float(self.parts.policy.entropy()):.2f}" if self.parts.policy is not None else "-"
+                    entropy = self.policy_entropy()
                     progress.update(task, advance=1, loss=loss_mean.mean, acc=acc_mean.mean, lr=hyper["lr"],
                                     wd=hyper["weight_decay"], entropy=entropy, frozen=self.frozen_count())
                     if every and self.step_in_epoch % every == 0 and self.step_in_epoch < self.steps_per_epoch:
@@ -366,7 +371,7 @@ class SearchRun:
                "val_loss": val_loss, "val_top1": val_top1, "lr": hyper["lr"],
                "weight_decay": hyper["weight_decay"]}
         if self.parts.policy is not None:
-            row["policy_entropy"] = float(self.parts.policy.entropy())
+            row["policy_entropy"] = float(self.policy_entropy())
             self.logs["policy"].append(observe.policy_row(self.epoch + 1, self.parts.policy))
         self.history.append(row)
         self.logs["hparams"].append({"epoch": self.epoch + 1, **hyper})

@@ -19,7 +19,7 @@ TOP_PAIRS_LOGGED = 5
 
 def policy_row(epoch: int, policy: Any) -> dict[str, Any]:
     """One policy.csv row: entropy and the most probable pairs."""
-    row: dict[str, Any] = {"epoch": epoch, "entropy": float(policy.entropy()),
+    row: dict[str, Any] = {"epoch": epoch, "entropy": float(policy.entropy().detach()),
                            "max_entropy": policy.max_entropy}
     for rank, (op1, op2, prob) in enumerate(policy.top_pairs(TOP_PAIRS_LOGGED), start=1):
         row[f"top{rank}"] = f"{op1}+{op2}"
@@ -59,7 +59,7 @@ def write_plots(run_dir: Path, history: list[dict[str, float]], logs: dict[str, 
         written.append(plot_dir / "policy_heatmap.png")
         k = policy.num_ops
         plots.policy_heatmap(policy.probs().detach().cpu().numpy().reshape(k, k), list(policy.op_names),
-                             written[-1], f"augmentation policy (entropy {float(policy.entropy()):.2f} nats)")
+                             written[-1], f"augmentation policy (entropy {float(policy.entropy().detach()):.2f} nats)")
     if logs.get("arch"):
         written.append(plot_dir / "arch_weights.png")
         plots.architecture_weights(_arch_history(logs["arch"], len(op_names)), op_names, written[-1])
