@@ -9,20 +9,16 @@ interleaved, in one process. Prints img/s of each and, last, the speedup ratio.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
+import sys
+from pathlib import Path
 
 import kornia.augmentation as K
 import torch
 
-from dha_pipeline.augment.base import BaseAugment
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import interleaved_medians  # noqa: E402
 
-
-def _time(fn: Callable[[], torch.Tensor]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+from dha_pipeline.augment.base import BaseAugment  # noqa: E402
 
 
 def main() -> None:
@@ -38,13 +34,8 @@ def main() -> None:
     kornia_pipeline = K.AugmentationSequential(K.RandomCrop((args.size, args.size), padding=args.padding),
                                                K.RandomHorizontalFlip())
     candidates = {"dha": lambda: ours(batch, generator), "kornia": lambda: kornia_pipeline(batch)}
-    for fn in candidates.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(args.repeats):
-        for name, fn in candidates.items():
-            times[name].append(_time(fn))
-    rates = {name: args.batch / statistics.median(values) for name, values in times.items()}
+    medians = interleaved_medians(candidates, args.repeats, warmup=1)
+    rates = {name: args.batch / seconds for name, seconds in medians.items()}
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}x3x{args.size}x{args.size}")
     for name, rate in rates.items():
         print(f"{name}_img_per_s={rate:.0f}")

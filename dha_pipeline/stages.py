@@ -141,16 +141,18 @@ def search(recipe: Recipe, *, force: bool = False, resume: bool = False) -> Stag
     def summary(report: dict[str, Any]) -> dict[str, Any]:
         last = report["final"]
         genotype = report["genotype"]
+        hyper = report["hyperparameters"]
         rows = {"mode": report["mode"], "components": ", ".join(report["components"]) or "none",
                 "epochs": report["epochs"], "train loss": f"{last['train_loss']:.4f}",
                 "val top-1": f"{100 * last['val_top1']:.2f}%",
-                "final lr / wd": f"{report['hyperparameters']['lr']:.2e} / {report['hyperparameters']['weight_decay']:.1e}",
+                "final lr / wd": f"{hyper['lr']:.2e} / {hyper['weight_decay']:.1e}",
                 "normal cell": ", ".join(f"{op}<-{i}" for op, i in genotype["normal"]),
                 "reduce cell": ", ".join(f"{op}<-{i}" for op, i in genotype["reduce"]),
                 "child params / MACs": f"{report['params']:,} / {report['macs']:,}",
                 "seconds": f"{report['seconds']:.1f}"}
         if report["da_policy"]:
-            rows["top policy pairs"] = ", ".join(f"{k} {100 * v:.1f}%" for k, v in list(report["da_policy"].items())[:3])
+            top = list(report["da_policy"].items())[:3]
+            rows["top policy pairs"] = ", ".join(f"{pair} {100 * p:.1f}%" for pair, p in top)
         return {**rows, "checkpoint": str(checkpoint)}
 
     def work() -> dict[str, Any]:

@@ -412,7 +412,7 @@ def test_cli_export_unknown_format_exits_2(tmp_path: Path, run_dir: Path,
 def _trained_network(checkpoint: Path) -> DartsNetwork:
     state = load_checkpoint(checkpoint)
     network = DartsNetwork(NetworkConfig.from_dict(state["network"]))
-    network.load_state_dict(state["model"])
+    network.load_state_dict(state["parts"]["model"])
     return network.eval()
 
 
@@ -456,7 +456,8 @@ def test_derive_strips_auxiliary_head_and_drop_path(tmp_path: Path, run_dir: Pat
     trained = DartsNetwork(config)
     assert trained.auxiliary_head is not None
     checkpoint = tmp_path / "last.pt"
-    save_checkpoint({**state, "network": config.to_dict(), "model": trained.state_dict()}, checkpoint)
+    save_checkpoint({**state, "network": config.to_dict(), "parts": {**state["parts"], "model": trained.state_dict()}},
+                    checkpoint)
 
     derived, gap = derive_child(checkpoint, tmp_path / "derived" / "child.pt")
     assert gap <= EXACTNESS_TOLERANCE

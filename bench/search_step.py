@@ -1,0 +1,65 @@
+"""Seconds per training step of the search variants on the same space and batch, interleaved.
+
+NAS only, NAS+DA, NAS+HPO (next_batch and held_in estimators) and DHA each get
+their own SearchRun on identical synthetic data; their steps are timed
+round-robin. The last line is the ratio the issue tracks (goal <= 1.15).
+
+    python bench/search_step.py [--size 32] [--channels 16] [--layers 8] [--batch 64] [--rounds 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import interleaved_medians, synthetic_data  # noqa: E402
+
+from dha_pipeline.recipe import recipe_from_dict  # noqa: E402
+from dha_pipeline.search.loop import SearchRun  # noqa: E402
+
+VARIANTS = {
+    "nas_only": (["nas"], "next_batch"),
+    "nas_da": (["nas", "da"], "next_batch"),
+    "nas_hpo_next_batch": (["nas", "hpo"], "next_batch"),
+    "nas_hpo_held_in": (["nas", "hpo"], "held_in"),
+    "dha": (["nas", "da", "hpo"], "next_batch"),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--runs-dir", default="/tmp/dha_bench_runs")
+    args = parser.parse_args()
+    data = synthetic_data(4 * args.batch, args.size)
+    runs = {}
+    for name, (components, estimator) in VARIANTS.items():
+        recipe = recipe_from_dict({"name": name, "runs_dir": args.runs_dir, "device": "cpu",
+                                   "data": {"image_size": args.size},
+                                   "model": {"init_channels": args.channels, "layers": args.layers},
+                                   "train": {"batch_size": args.batch},
+                                   "search": {"mode": "joint", "components": components},
+                                   "hpo": {"estimator": estimator}})
+        run = SearchRun(recipe, data)
+        run.parts.model.train()
+        runs[name] = run
+    index = torch.arange(args.batch)
+    medians = interleaved_medians({name: (lambda r=run: r.train_step(index)) for name, run in runs.items()},
+                                  args.rounds)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}x3x{args.size}x"
+          f"{args.size}, C={args.channels}, layers={args.layers}, rounds={args.rounds}")
+    for name, seconds in medians.items():
+        print(f"{name}_step_ms={1000 * seconds:.1f} ratio_vs_nas_only={seconds / medians['nas_only']:.3f}")
+    print(f"dha_vs_nas_only_step_ratio={medians['dha'] / medians['nas_only']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
