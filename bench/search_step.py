@@ -52,12 +52,32 @@ def main() -> None:
         run.parts.model.train()
         runs[name] = run
     index = torch.arange(args.batch)
-    medians = interleaved_medians({name: (lambda r=run: r.train_step(index)) for name, run in runs.items()},
-                                  args.rounds)
+    dha = runs["dha"]
+    unit = dha.train_images.unit(index)
+    per_sample = torch.rand(args.batch)
+
+    def da_work() -> None:
+        """What DA adds to a step: sample, apply, the tau step."""
+        sample = dha.parts.policy.sample(args.batch, dha.generator)
+        dha.parts.policy.apply(unit, sample)
+        dha.parts.policy_optimizer.zero_grad(set_to_none=True)
+        dha.parts.policy.da_loss(sample, per_sample).backward()
+        dha.parts.policy_optimizer.step()
+
+    def hpo_work() -> None:
+        """What next_batch HPO adds to a step: the dot products and the hyper-step."""
+        dha.parts.hyper.step(dha.parts.optimizer, dha.parts.hyper.gradients(dha.parts.optimizer))
+
+    candidates = {name: (lambda r=run: r.train_step(index)) for name, run in runs.items()}
+    candidates.update({"da_work": da_work, "hpo_work": hpo_work})
+    medians = interleaved_medians(candidates, args.rounds)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}x3x{args.size}x"
           f"{args.size}, C={args.channels}, layers={args.layers}, rounds={args.rounds}")
     for name, seconds in medians.items():
-        print(f"{name}_step_ms={1000 * seconds:.1f} ratio_vs_nas_only={seconds / medians['nas_only']:.3f}")
+        print(f"{name}_ms={1000 * seconds:.1f} ratio_vs_nas_only={seconds / medians['nas_only']:.3f}")
+    added = medians["da_work"] + medians["hpo_work"]
+    print(f"dha_added_work_ms={1000 * added:.1f} "
+          f"(isolated DA + HPO work as a share of a NAS-only step: {added / medians['nas_only']:.3f})")
     print(f"dha_vs_nas_only_step_ratio={medians['dha'] / medians['nas_only']:.3f}")
 
 

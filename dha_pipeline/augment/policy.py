@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dha_pipeline.augment.ops import MAX_MAGNITUDE, OP_NAMES, OPS
+from dha_pipeline.augment.ops import AFFINE_MATRICES, MAX_MAGNITUDE, OP_NAMES, OPS, warp
 
 
 @dataclass(frozen=True)
@@ -108,13 +108,30 @@ class AugmentPolicy(nn.Module):
 
     def _apply_stage(self, images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor,
                      sign: torch.Tensor) -> torch.Tensor:
-        """One op per sample, grouped: sort samples by op, run each op on its contiguous group, scatter back."""
+        """One op per sample, grouped: sort samples by op, run each op on its contiguous group, scatter back.
+
+        The geometric ops (rotate, shear, translate) of all groups share one affine warp: their
+        per-sample matrices are stacked and applied in a single call.
+        """
         op = op.to(images.device)
         order = torch.argsort(op, stable=True)
         counts = torch.bincount(op, minlength=self.num_ops).tolist()
         groups = zip(self.op_names, images.index_select(0, order).split(counts),
                      magnitude.to(images.device)[order].split(counts), sign.to(images.device)[order].split(counts))
-        outputs = [OPS[name](group, mags, sgns) if len(group) else group for name, group, mags, sgns in groups]
+        outputs: list[torch.Tensor] = []
+        warped_slots: list[int] = []
+        warp_inputs: list[torch.Tensor] = []
+        warp_matrices: list[torch.Tensor] = []
+        for name, group, mags, sgns in groups:
+            if len(group) and name in AFFINE_MATRICES:
+                warped_slots.append(len(outputs))
+                warp_inputs.append(group)
+                warp_matrices.append(AFFINE_MATRICES[name](group, mags, sgns))
+            outputs.append(OPS[name](group, mags, sgns) if len(group) and name not in AFFINE_MATRICES else group)
+        if warp_inputs:
+            warped = warp(torch.cat(warp_inputs), torch.cat(warp_matrices)).split([len(g) for g in warp_inputs])
+            for slot, result in zip(warped_slots, warped, strict=True):
+                outputs[slot] = result
         return torch.empty_like(images).index_copy_(0, order, torch.cat(outputs))
 
     def floor_penalty(self) -> torch.Tensor:
