@@ -155,3 +155,12 @@ def test_quickstart_recipe_meets_the_bar(tmp_path: Path) -> None:
     evaluation = json.loads((export_dir / "evaluation.json").read_text())
     assert evaluation["backend"] == "onnxruntime" and evaluation["split"] == "test"
     assert evaluation["top1"] >= 0.95
+    metadata = json.loads((export_dir / "metadata.json").read_text())
+    assert metadata["mode"] == "joint" and metadata["components"] == ["da", "hpo", "nas"]
+    assert metadata["da_policy"] and abs(sum(metadata["da_policy"].values())) <= 1.0
+    assert set(metadata["hyperparameters"]) >= {"lr", "weight_decay"}
+    assert len(metadata["genotype"]["normal"]) == 8 and len(metadata["genotype"]["reduce"]) == 8
+    run_dir = tmp_path / "runs/digits_quickstart"
+    for name in ("search/policy.csv", "search/hparams.csv", "search/arch.csv", "plots/policy_heatmap.png",
+                 "plots/hparams.png", "plots/arch_weights.png", "plots/cells.png"):
+        assert (run_dir / name).is_file(), name

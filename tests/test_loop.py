@@ -211,3 +211,9 @@ def test_budget_rejects_proposals_over_the_parameter_cap(tmp_path: Path, digits8
     state = load_checkpoint(outcome.checkpoint)
     initial = loop.SearchRun(_recipe(tmp_path / "fresh", {**DHA, "max_params": 1}), digits8).genotype()
     assert state["genotype"] == initial.to_dict(), "every proposal exceeds 1 parameter, so x_last must stay"
+
+
+def test_minutes_budget_stops_the_run_early(tmp_path: Path, digits8) -> None:  # type: ignore[no-untyped-def]
+    outcome = loop.run_search(_recipe(tmp_path, {**DHA, "budget_minutes": 1e-4}, epochs=50), digits8)
+    assert len(outcome.history) == 1, "the budget is spent within the first epoch, so the run stops after it"
+    assert load_checkpoint(outcome.checkpoint)["epoch"] == 1

@@ -9,7 +9,6 @@ phase of sequential mode).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,7 +133,3 @@ def build_parts(recipe: Recipe, data: PreparedData, device: torch.device, compon
         parts.hyper = HyperOptimizer(params, hpo.hyper_lr, hpo.estimator)
     return parts
 
-
-def child_config_dict(config: NetworkConfig) -> dict[str, Any]:
-    """A derived child's config: no auxiliary head, no drop-path."""
-    return dataclasses.replace(config, auxiliary=False, drop_path=0.0).to_dict()

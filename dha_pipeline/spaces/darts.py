@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -107,7 +108,7 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-def _stems(kind: str, in_channels: int, channels: int) -> tuple[nn.Module, nn.Module]:
+def build_stems(kind: str, in_channels: int, channels: int) -> tuple[nn.Module, nn.Module]:
     """(stem0, stem1): the first cell reads stem0(x) and stem1(stem0(x)).
 
     Small inputs: one stride-1 conv, stem1 the identity. Large inputs (ImageNet):
@@ -125,51 +126,75 @@ def _stems(kind: str, in_channels: int, channels: int) -> tuple[nn.Module, nn.Mo
     return stem0, stem1
 
 
-class DartsNetwork(nn.Module):
-    """Stem, `layers` cells (reductions at 1/3 and 2/3 depth), global pooling, classifier.
+CellFactory = Callable[[int, int, int, bool, bool], nn.Module]
+"""(c_prev_prev, c_prev, channels, reduction, reduction_prev) -> a cell with a `multiplier` attribute."""
+CellCall = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+"""How to run one cell on its two input states."""
+
+
+class CellStack(nn.Module):
+    """The macro skeleton of the cell space, shared by the plain network and the supernet:
+    stems, `layers` cells (reductions at 1/3 and 2/3 depth), an optional auxiliary head after
+    the second reduction, global pooling and the classifier."""
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, init_channels: int, layers: int,
+                 stem: str, auxiliary: bool, drop_path: float, make_cell: CellFactory) -> None:
+        super().__init__()
+        stem_kind = resolve_stem(stem, image_size)
+        c = init_channels
+        c_stem = STEM_MULTIPLIER * c if stem_kind == "small" else c
+        self.stem0, self.stem1 = build_stems(stem_kind, in_channels, c_stem)
+        c_prev_prev, c_prev, c_curr = c_stem, c_stem, c
+        self.cells = nn.ModuleList()
+        reduction_prev = stem_kind == "large"
+        reductions = {layers // 3, 2 * layers // 3}
+        self.aux_position = 2 * layers // 3
+        self.auxiliary_head: nn.Module | None = None
+        for index in range(layers):
+            reduction = index in reductions
+            if reduction:
+                c_curr *= 2
+            cell = make_cell(c_prev_prev, c_prev, c_curr, reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_prev_prev, c_prev = c_prev, cell.multiplier * c_curr
+            if auxiliary and index == self.aux_position:
+                self.auxiliary_head = AuxiliaryHead(c_prev, num_classes)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, num_classes)
+        self.drop_prob = drop_path
+
+    def run_cells(self, x: torch.Tensor, call: CellCall) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and, when the auxiliary head exists and the net trains, auxiliary logits."""
+        s0 = self.stem0(x)
+        s1 = self.stem1(s0)
+        aux = None
+        for index, cell in enumerate(self.cells):
+            s0, s1 = s1, call(cell, s0, s1)
+            if index == self.aux_position and self.auxiliary_head is not None and self.training:
+                aux = self.auxiliary_head(s1)
+        return self.classifier(self.global_pooling(s1).flatten(1)), aux
+
+
+class DartsNetwork(CellStack):
+    """The plain network of a genotype.
 
     `forward` returns logits only (what is exported); `forward_train` also
     returns the auxiliary logits when the head exists.
     """
 
     def __init__(self, config: NetworkConfig) -> None:
-        super().__init__()
-        self.config = config
-        stem_kind = resolve_stem(config.stem, config.image_size)
-        c = config.init_channels
-        c_stem = STEM_MULTIPLIER * c if stem_kind == "small" else c
-        self.stem0, self.stem1 = _stems(stem_kind, config.in_channels, c_stem)
-        c_prev_prev, c_prev, c_curr = c_stem, c_stem, c
-        self.cells = nn.ModuleList()
-        reduction_prev = stem_kind == "large"
-        reductions = {config.layers // 3, 2 * config.layers // 3}
-        self.aux_position = 2 * config.layers // 3
-        self.auxiliary_head: nn.Module | None = None
-        for index in range(config.layers):
-            reduction = index in reductions
-            if reduction:
-                c_curr *= 2
+        def make_cell(c_prev_prev: int, c_prev: int, channels: int, reduction: bool, reduction_prev: bool) -> Cell:
             scales = None if config.identity_scales is None else config.identity_scales[int(reduction)]
-            cell = Cell(config.genotype, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, scales)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            c_prev_prev, c_prev = c_prev, cell.multiplier * c_curr
-            if config.auxiliary and index == self.aux_position:
-                self.auxiliary_head = AuxiliaryHead(c_prev, config.num_classes)
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_prev, config.num_classes)
-        self.drop_prob = config.drop_path
+            return Cell(config.genotype, c_prev_prev, c_prev, channels, reduction, reduction_prev, scales)
+
+        super().__init__(config.num_classes, config.in_channels, config.image_size, config.init_channels,
+                         config.layers, config.stem, config.auxiliary, config.drop_path, make_cell)
+        self.config = config
 
     def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits and, when the auxiliary head exists and the net trains, auxiliary logits."""
-        s0 = self.stem0(x)
-        s1 = self.stem1(s0)
-        aux = None
-        for index, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_prob)
-            if index == self.aux_position and self.auxiliary_head is not None and self.training:
-                aux = self.auxiliary_head(s1)
-        return self.classifier(self.global_pooling(s1).flatten(1)), aux
+        return self.run_cells(x, lambda cell, s0, s1: cell(s0, s1, self.drop_prob))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_train(x)[0]

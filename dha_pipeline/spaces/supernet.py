@@ -16,8 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dha_pipeline.spaces.darts import AuxiliaryHead, _stems, drop_path, resolve_stem
-from dha_pipeline.spaces.darts import STEM_MULTIPLIER
+from dha_pipeline.spaces.darts import CellStack, drop_path
 from dha_pipeline.spaces.operations import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN
 
 NODES = 4
@@ -105,48 +104,19 @@ class SearchCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
-class Supernet(nn.Module):
-    """Stem, `layers` search cells (reductions at 1/3 and 2/3 depth), pooling, classifier."""
+class Supernet(CellStack):
+    """The cell-space skeleton with search cells; the architecture is an argument of the forward pass."""
 
     def __init__(self, config: SupernetConfig) -> None:
-        super().__init__()
+        super().__init__(config.num_classes, config.in_channels, config.image_size, config.init_channels,
+                         config.layers, config.stem, config.auxiliary, config.drop_path, SearchCell)
         self.config = config
-        stem_kind = resolve_stem(config.stem, config.image_size)
-        c = config.init_channels
-        c_stem = STEM_MULTIPLIER * c if stem_kind == "small" else c
-        self.stem0, self.stem1 = _stems(stem_kind, config.in_channels, c_stem)
-        c_prev_prev, c_prev, c_curr = c_stem, c_stem, c
-        reduction_prev = stem_kind == "large"
-        reductions = {config.layers // 3, 2 * config.layers // 3}
-        self.aux_position = 2 * config.layers // 3
-        self.auxiliary_head: nn.Module | None = None
-        self.cells = nn.ModuleList()
-        for index in range(config.layers):
-            reduction = index in reductions
-            if reduction:
-                c_curr *= 2
-            cell = SearchCell(c_prev_prev, c_prev, c_curr, reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            c_prev_prev, c_prev = c_prev, cell.multiplier * c_curr
-            if config.auxiliary and index == self.aux_position:
-                self.auxiliary_head = AuxiliaryHead(c_prev, config.num_classes)
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_prev, config.num_classes)
-        self.drop_prob = config.drop_path
 
     def forward_train(self, x: torch.Tensor, arch: dict[str, CellArch]
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (and auxiliary logits while training) for the architecture `arch`."""
-        s0 = self.stem0(x)
-        s1 = self.stem1(s0)
-        aux = None
-        for index, cell in enumerate(self.cells):
-            cell_arch = arch["reduce" if cell.reduction else "normal"]
-            s0, s1 = s1, cell(s0, s1, cell_arch, self.drop_prob)
-            if index == self.aux_position and self.auxiliary_head is not None and self.training:
-                aux = self.auxiliary_head(s1)
-        return self.classifier(self.global_pooling(s1).flatten(1)), aux
+        return self.run_cells(x, lambda cell, s0, s1: cell(s0, s1, arch["reduce" if cell.reduction else "normal"],
+                                                           self.drop_prob))
 
     def forward(self, x: torch.Tensor, arch: dict[str, CellArch]) -> torch.Tensor:
         return self.forward_train(x, arch)[0]
