@@ -66,6 +66,18 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="module")
+def run_dir(tiny_run: Path) -> Path:
+    """runs/tiny/ of the shared tiny run."""
+    return tiny_run / "runs" / "tiny"
+
+
+@pytest.fixture(scope="module")
+def export_dir(tiny_run: Path) -> Path:
+    """exports/tiny/ of the shared tiny run."""
+    return tiny_run / "exports" / "tiny"
+
+
 def make_npz(path: Path, *, n_train: int = 60, n_test: int = 20, size: int = 10, channels: int | None = None,
              classes: tuple[str, ...] = ("a", "b", "c"), seed: int = 0, **replace: np.ndarray) -> Path:
     """A small npz dataset whose class is encoded in the image brightness."""

@@ -33,16 +33,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def export_dir(tiny_run: Path) -> Path:
-    return tiny_run / "exports" / "tiny"
-
-
-@pytest.fixture(scope="module")
-def run_dir(tiny_run: Path) -> Path:
-    return tiny_run / "runs" / "tiny"
-
-
-@pytest.fixture(scope="module")
 def stage_report(export_dir: Path) -> dict:
     return json.loads((export_dir / "evaluation.json").read_text())
 

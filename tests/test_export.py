@@ -42,16 +42,6 @@ DIGIT_CLASSES = [str(i) for i in range(10)]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_run: Path) -> Path:
-    return tiny_run / "runs" / "tiny"
-
-
-@pytest.fixture(scope="module")
-def export_dir(tiny_run: Path) -> Path:
-    return tiny_run / "exports" / "tiny"
-
-
-@pytest.fixture(scope="module")
 def metadata(export_dir: Path) -> dict:
     return json.loads((export_dir / "metadata.json").read_text())
 

@@ -19,9 +19,9 @@ from torch import nn
 
 from dha_pipeline.spaces.genotype import Genotype
 from dha_pipeline.spaces.operations import PRIMITIVES
+from dha_pipeline.spaces.supernet import CELL_TYPES, NODES
 
-CELL_TYPES = ("normal", "reduce")
-NUM_NODES = 4
+NUM_NODES = NODES
 NUM_OPS = len(PRIMITIVES)
 CODE_SIZE = 7
 KEEP_EDGES = 2
