@@ -59,3 +59,16 @@ def test_genotype_lists_the_active_edges() -> None:
     assert genotype.normal[2] == ("skip_connect", 0)
     assert genotype.normal[5] == ("dil_conv_5x5", 3)
     assert len(genotype.reduce) == 8
+
+
+def test_batchnorm_affine_is_fixed_until_the_node_freezes() -> None:
+    supernet = Supernet(SupernetConfig(num_classes=3, in_channels=1, image_size=8, init_channels=4, layers=3))
+    op_norms = [m for cell in supernet.cells for edge in cell.edges for op in edge for m in op.modules()
+                if isinstance(m, torch.nn.BatchNorm2d)]
+    assert op_norms and not any(m.weight.requires_grad or m.bias.requires_grad for m in op_norms)
+    supernet.enable_affine("normal", 1, [(0, 3), (2, 5)])
+    for cell in supernet.cells:
+        for node, source, op_index in ((1, 0, 3), (1, 2, 5), (1, 1, 3), (0, 0, 3)):
+            norms = [m for m in cell.op(node, source, op_index).modules() if isinstance(m, torch.nn.BatchNorm2d)]
+            expected = not cell.reduction and (source, op_index) in ((0, 3), (2, 5)) and node == 1
+            assert all(m.weight.requires_grad == expected and m.bias.requires_grad == expected for m in norms)
