@@ -9,7 +9,8 @@ import numpy as np
 from dha_pipeline.fileio import write_with
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def pyplot():  # type: ignore[no-untyped-def]
+    """matplotlib.pyplot on the non-interactive Agg backend (imported on first use)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,7 +21,7 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
 def learning_curves(history: list[dict[str, float]], path: str | Path) -> None:
     """Loss and top-1 per epoch for train and val, and the learning rate."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for key, label in (("train_loss", "train"), ("val_loss", "val")):
@@ -40,7 +41,7 @@ def learning_curves(history: list[dict[str, float]], path: str | Path) -> None:
 
 def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path, title: str) -> None:
     """Row-normalized confusion matrix heatmap (rows: true class, columns: predicted)."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     side = min(4 + 0.35 * len(classes), 30)
     fig, axis = plt.subplots(figsize=(side, side * 0.85))
@@ -59,7 +60,7 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path, t
 
 def policy_heatmap(probs: np.ndarray, op_names: list[str], path: str | Path, title: str) -> None:
     """K x K heatmap of the augmentation-pair probabilities (rows: first op, columns: second op)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axis = plt.subplots(figsize=(8, 7))
     image = axis.imshow(probs, cmap="viridis")
     axis.set_xticks(range(len(op_names)), op_names, rotation=90)
@@ -75,7 +76,7 @@ def policy_heatmap(probs: np.ndarray, op_names: list[str], path: str | Path, tit
 
 def hyperparameter_trajectories(rows: list[dict[str, float]], path: str | Path) -> None:
     """Learning rate and weight decay per epoch (log scale)."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for axis, key, title in ((axes[0], "lr", "learning rate"), (axes[1], "weight_decay", "weight decay")):
@@ -93,7 +94,7 @@ def architecture_weights(history: dict[str, list[np.ndarray]], op_names: list[st
 
     `history[cell_type]` is a list over epochs of arrays shaped (nodes, inputs, ops), padded with 0.
     """
-    plt = _pyplot()
+    plt = pyplot()
     cell_types = list(history)
     nodes = history[cell_types[0]][0].shape[0]
     fig, axes = plt.subplots(len(cell_types), nodes, figsize=(3.2 * nodes, 2.8 * len(cell_types)), squeeze=False)
@@ -114,7 +115,7 @@ def architecture_weights(history: dict[str, list[np.ndarray]], op_names: list[st
 
 def cell_diagrams(genotype: dict[str, list], path: str | Path) -> None:
     """The normal and reduction cells as graphs: inputs, 4 nodes, output; edges labeled by op."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     for axis, cell_type in zip(axes, ("normal", "reduce"), strict=True):
         edges = genotype[cell_type]

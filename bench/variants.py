@@ -1,0 +1,95 @@
+"""The DHA-vs-baselines protocol: every variant x seed through the whole pipeline, one row each.
+
+Each (variant, seed) is a full `dha run` of the base recipe with the variant's `--set` lines
+(docs/VARIANTS.md): search, derive, parity-gated export, then the test split evaluated exactly
+once by onnxruntime on the exported model; the derived torch child is scored on the same split
+for `torch_top1`. Rows are appended to the CSV as they finish, so an interrupted protocol keeps
+what it measured; rerunning skips rows already present.
+
+    python bench/variants.py recipes/digits_quickstart.toml --csv docs/results/digits_variants.csv \\
+        --seeds 0 1 2 [--set KEY=VALUE ...] [--variants dha nas_only ...] [--work-dir /tmp/dha_variants]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+from dha_pipeline import stages
+from dha_pipeline.evaluate import evaluate_model
+
+VARIANTS: dict[str, list[str]] = {
+    "manual": ["search.mode=manual", "search.components=[]"],
+    "nas_only": ["search.mode=joint", 'search.components=["nas"]'],
+    "nas_da": ["search.mode=joint", 'search.components=["nas","da"]'],
+    "nas_hpo": ["search.mode=joint", 'search.components=["nas","hpo"]'],
+    "sequential": ["search.mode=sequential", 'search.components=["nas","da","hpo"]'],
+    "dha": ["search.mode=joint", 'search.components=["nas","da","hpo"]'],
+}
+COLUMNS = ("variant", "seed", "top1", "top5", "wall_s", "params", "macs", "onnx_top1", "torch_top1")
+
+
+def measured(csv_path: Path) -> set[tuple[str, int]]:
+    """(variant, seed) pairs already in the CSV."""
+    if not csv_path.is_file():
+        return set()
+    with open(csv_path, newline="") as handle:
+        return {(row["variant"], int(row["seed"])) for row in csv.DictReader(handle)}
+
+
+def run_one(recipe_path: Path, variant: str, seed: int, extra: list[str], work_dir: Path) -> dict[str, object]:
+    """One full pipeline run; returns its CSV row."""
+    name = f"{recipe_path.stem}_{variant}_s{seed}"
+    overrides = [*extra, *VARIANTS[variant], f"seed={seed}", f"name={name}",
+                 f"runs_dir={json.dumps(str(work_dir / 'runs'))}",
+                 f"exports_dir={json.dumps(str(work_dir / 'exports'))}"]
+    recipe = stages.resolve_recipe(recipe_path, overrides)
+    started = time.perf_counter()
+    stages.run_all(recipe, force=True)
+    wall = time.perf_counter() - started
+    export_dir = recipe.export_dir
+    onnx_report = json.loads((export_dir / "evaluation.json").read_text())
+    metadata = json.loads((export_dir / "metadata.json").read_text())
+    torch_report = evaluate_model(recipe.run_dir / "derived" / "child.pt", dataset=recipe.data.dataset,
+                                  split=recipe.evaluate.split, latency_runs=1,
+                                  out=work_dir / f"{name}.torch_evaluation.json")
+    return {"variant": variant, "seed": seed, "top1": onnx_report["top1"], "top5": onnx_report["top5"],
+            "wall_s": round(wall, 1), "params": metadata["params"], "macs": metadata["macs"],
+            "onnx_top1": onnx_report["top1"], "torch_top1": torch_report.report["top1"]}
+
+
+def append_row(csv_path: Path, row: dict[str, object]) -> None:
+    """Append one row, writing the header for a new file."""
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    new = not csv_path.is_file()
+    with open(csv_path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", type=Path)
+    parser.add_argument("--csv", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra recipe override")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dha_variants"))
+    args = parser.parse_args()
+    done = measured(args.csv)
+    for seed in args.seeds:
+        for variant in args.variants:
+            if (variant, seed) in done:
+                continue
+            row = run_one(args.recipe, variant, seed, args.overrides, args.work_dir)
+            append_row(args.csv, row)
+            print(",".join(str(row[c]) for c in COLUMNS), flush=True)
+
+
+if __name__ == "__main__":
+    main()
