@@ -47,8 +47,3 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
     write_text(path, buffer.getvalue())
 
-
-def read_csv(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a CSV file as dicts of strings."""
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))

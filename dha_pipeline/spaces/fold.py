@@ -29,29 +29,28 @@ def genotype_from_arch(arch: dict[str, CellArch]) -> Genotype:
 
 
 @torch.no_grad()
-def _fold(child_op: nn.Module, super_op: nn.Module, weight: float) -> float:
-    """Copy `super_op` into `child_op` and fold `weight` into its last BatchNorm.
-
-    Returns the factor the child must still apply (the weight itself for an op without BN).
-    """
+def _fold(child_op: nn.Module, super_op: nn.Module, weight: float) -> None:
+    """Copy `super_op` into `child_op` and fold `weight` into its last BatchNorm (if it has one)."""
     child_op.load_state_dict(super_op.state_dict())
     norm = op_batchnorm(child_op)
-    if norm is None:
-        return weight
-    norm.weight.mul_(weight)
-    norm.bias.mul_(weight)
-    return 1.0
+    if norm is not None:
+        norm.weight.mul_(weight)
+        norm.bias.mul_(weight)
 
 
 def child_from_supernet(supernet: Supernet, arch: dict[str, CellArch]) -> DartsNetwork:
     """The plain DARTS network that computes what `supernet` computes under `arch` (eval mode)."""
     config = supernet.config
-    genotype = genotype_from_arch(arch)
-    flat = {t: [(source, op, float(w)) for node in arch[t] for source, op, w in node] for t in CELL_TYPES}
-    node_of = {t: [node for node, active in enumerate(arch[t]) for _ in active] for t in CELL_TYPES}
-    scales = {t: [1.0] * len(flat[t]) for t in CELL_TYPES}
+    flat = {t: [(node, source, op, float(w)) for node, active in enumerate(arch[t]) for source, op, w in active]
+            for t in CELL_TYPES}
+    first_cell = {t: next(c for c in supernet.cells if c.reduction == (t == "reduce")) for t in CELL_TYPES}
+    # an op without a BatchNorm (the stride-1 skip) keeps its weight as a constant factor in the child
+    scales = tuple(tuple(w if op_batchnorm(first_cell[t].op(node, source, op)) is None else 1.0
+                         for node, source, op, w in flat[t]) for t in CELL_TYPES)
+    identity_scales = scales if any(s != 1.0 for group in scales for s in group) else None
     child = DartsNetwork(NetworkConfig(config.num_classes, config.in_channels, config.image_size,
-                                       config.init_channels, config.layers, genotype, config.stem))
+                                       config.init_channels, config.layers, genotype_from_arch(arch), config.stem,
+                                       identity_scales=identity_scales))
     child_state = child.state_dict()
     shared = {k: v for k, v in supernet.state_dict().items()
               if k in child_state and not k.startswith("cells.") and not k.startswith("auxiliary_head.")}
@@ -60,15 +59,6 @@ def child_from_supernet(supernet: Supernet, arch: dict[str, CellArch]) -> DartsN
         cell_type = "reduce" if super_cell.reduction else "normal"
         child_cell.preprocess0.load_state_dict(super_cell.preprocess0.state_dict())
         child_cell.preprocess1.load_state_dict(super_cell.preprocess1.state_dict())
-        for position, (source, op_index, weight) in enumerate(flat[cell_type]):
-            node = node_of[cell_type][position]
-            scales[cell_type][position] = _fold(child_cell.ops[position], super_cell.op(node, source, op_index),
-                                                weight)
-    identity_scales = (tuple(scales["normal"]), tuple(scales["reduce"]))
-    if any(s != 1.0 for group in identity_scales for s in group):
-        final = DartsNetwork(NetworkConfig(config.num_classes, config.in_channels, config.image_size,
-                                           config.init_channels, config.layers, genotype, config.stem,
-                                           identity_scales=identity_scales))
-        final.load_state_dict(child.state_dict())
-        child = final
+        for position, (node, source, op_index, weight) in enumerate(flat[cell_type]):
+            _fold(child_cell.ops[position], super_cell.op(node, source, op_index), weight)
     return child.eval()
