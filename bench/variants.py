@@ -72,6 +72,19 @@ def append_row(csv_path: Path, row: dict[str, object]) -> None:
         writer.writerow(row)
 
 
+def run_protocol(recipe: Path, csv_path: Path, seeds: list[int], variants: list[str], overrides: list[str],
+                 work_dir: Path) -> None:
+    """Every variant x seed not yet in the CSV, seed-major (all variants get seed 0 first)."""
+    done = measured(csv_path)
+    for seed in seeds:
+        for variant in variants:
+            if (variant, seed) in done:
+                continue
+            row = run_one(recipe, variant, seed, overrides, work_dir)
+            append_row(csv_path, row)
+            print(",".join(str(row[c]) for c in COLUMNS), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe", type=Path)
@@ -81,14 +94,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra recipe override")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dha_variants"))
     args = parser.parse_args()
-    done = measured(args.csv)
-    for seed in args.seeds:
-        for variant in args.variants:
-            if (variant, seed) in done:
-                continue
-            row = run_one(args.recipe, variant, seed, args.overrides, args.work_dir)
-            append_row(args.csv, row)
-            print(",".join(str(row[c]) for c in COLUMNS), flush=True)
+    run_protocol(args.recipe, args.csv, args.seeds, args.variants, args.overrides, args.work_dir)
 
 
 if __name__ == "__main__":

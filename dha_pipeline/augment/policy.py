@@ -1,9 +1,9 @@
 """The learned augmentation policy tau: a categorical distribution over ordered pairs of ops (ALGORITHM.md 1, 5).
 
 Every sample draws one transformation T_k = (op1, op2) out of K * K ordered pairs, each op with its own
-magnitude in [0, M] and sign. tau is trained adversarially through `da_loss` (eq. 2): descending it raises
-the probability of the pairs that produce hard samples, while an entropy floor keeps the policy from
-collapsing onto a few destructive pairs.
+magnitude in [0, M] and sign. tau is trained adversarially through `da_loss` (eq. 2, importance-weighted):
+descending it raises the probability of the pairs that produce harder-than-average samples, while an entropy
+floor keeps the policy from collapsing onto a few destructive pairs.
 """
 
 from __future__ import annotations
@@ -138,13 +138,25 @@ class AugmentPolicy(nn.Module):
         """floor_weight * relu(entropy_floor - entropy): zero above the floor, pushes entropy up below it."""
         return self.floor_weight * F.relu(self.entropy_floor - self.entropy())
 
-    def da_loss(self, sample: PolicySample, per_sample_loss: torch.Tensor) -> torch.Tensor:
-        """L_DA = -(1/n) sum_k p_k(tau) stopgrad(l_k) + the entropy-floor penalty; its gradient reaches only tau.
+    def sampling_probs(self) -> torch.Tensor:
+        """q = softmax(log P / T), the distribution `sample` draws pairs from."""
+        return F.softmax(F.log_softmax(self.tau, dim=0) / self.temperature, dim=0)
 
-        p_k is the untempered probability P of the pair sample k drew.
+    def da_loss(self, sample: PolicySample, per_sample_loss: torch.Tensor) -> torch.Tensor:
+        """-(1/n) sum_k p_k(tau) / q_k (l_k - mean l) + the entropy-floor penalty; its gradient reaches only tau.
+
+        Eq. 2's -(1/n) sum_k p_k l_k with two corrections, so that its expected gradient is exactly
+        -grad E_{k~P}[l_k] (raise the pairs that are harder than average, and only those):
+        - the importance weight 1/q_k (stopgrad) undoes that pairs are drawn from the tempered q, not P;
+          without it the expected gradient of pair j is p_j (q_j l_j - sum_k q_k p_k l_k), which pushes
+          whichever pair is already frequent further up almost regardless of its loss (rich get richer);
+        - the batch-mean baseline leaves the expectation unchanged (sum_k grad p_k = 0) and keeps pairs
+          that were not drawn from moving on noise.
         """
         p = self.probs()[sample.pair]
-        return -(p * per_sample_loss.detach()).mean() + self.floor_penalty()
+        q = self.sampling_probs().detach()[sample.pair]
+        loss = per_sample_loss.detach()
+        return -(p / q * (loss - loss.mean())).mean() + self.floor_penalty()
 
     def top_pairs(self, k: int) -> list[tuple[str, str, float]]:
         """The k most probable pairs as (op1, op2, probability), most probable first."""

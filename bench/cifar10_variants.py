@@ -1,0 +1,53 @@
+"""The CIFAR-10 protocol of docs/BENCHMARKS.md: DHA and its baselines at one CPU budget, one command.
+
+A fixed stratified subset of the training images (`--subset`, default 5,000) trains every variant
+for the same number of epochs with the CPU-sized network below; the rest of the recipe
+(`recipes/cifar10_darts.toml`, whose DHA settings are the tuned ones) is unchanged. Each run is a
+whole `dha run`: search, derive, parity-gated ONNX export, then the full 10,000-image test set
+evaluated exactly once by onnxruntime. Rows go to the CSV as runs finish; rerunning skips them.
+
+    tar xzf ../shared/data/cifar10/cifar10-jpeg.tar.gz -C /tmp/data    # /tmp/data/{train,test}/<class>/
+    python bench/cifar10_variants.py --data /tmp/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from variants import VARIANTS, run_protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "recipes" / "cifar10_darts.toml"
+# Seeds per variant: 3 for DHA and NAS only, 2 for the other baselines; runs go seed-major.
+SEEDS = {"manual": 2, "nas_only": 3, "nas_da": 2, "nas_hpo": 2, "sequential": 2, "dha": 3}
+
+
+def protocol_overrides(data: Path, subset: int, epochs: int) -> list[str]:
+    """The `--set` lines every variant shares: data, budget and the CPU-sized network."""
+    return [f"data.dataset=imagefolder:{data}", f"data.train_subset={subset}", "data.val_fraction=0.04",
+            f"train.epochs={epochs}", "train.batch_size=64", "model.init_channels=12", "model.layers=5",
+            "model.auxiliary=false"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="ImageFolder root with train/ and test/")
+    parser.add_argument("--subset", type=int, default=5000, help="stratified training images (0 = all)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--csv", type=Path, default=ROOT / "docs" / "results" / "cifar10_variants.csv")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dha_cifar10"))
+    parser.add_argument("--variants", nargs="+", default=list(SEEDS), choices=list(VARIANTS))
+    args = parser.parse_args()
+    if not (args.data / "train").is_dir() or not (args.data / "test").is_dir():
+        sys.exit(f"error: '{args.data}' has no train/ and test/ folders; extract "
+                 "../shared/data/cifar10/cifar10-jpeg.tar.gz there first")
+    overrides = protocol_overrides(args.data.resolve(), args.subset, args.epochs)
+    for seed in range(max(SEEDS.values())):
+        variants = [v for v in args.variants if seed < SEEDS[v]]
+        run_protocol(RECIPE, args.csv, [seed], variants, overrides, args.work_dir)
+
+
+if __name__ == "__main__":
+    main()
