@@ -1,7 +1,9 @@
 """The CIFAR-10 protocol of docs/BENCHMARKS.md: DHA and its baselines at one CPU budget, one command.
 
-A fixed stratified subset of the training images (`--subset`, default 5,000) trains every variant
-for the same number of epochs with the CPU-sized network below; the rest of the recipe
+A fixed stratified subset of the training images (`--subset`, default 1,000: 100 per class) trains
+every variant for the same number of epochs (default 50, enough for the manual baseline to overfit)
+with the CPU-sized network below; 1,000 further training images are the validation split. The rest
+of the recipe
 (`recipes/cifar10_darts.toml`, whose DHA settings are the tuned ones) is unchanged. Each run is a
 whole `dha run`: search, derive, parity-gated ONNX export, then the full 10,000-image test set
 evaluated exactly once by onnxruntime. Rows go to the CSV as runs finish; rerunning skips them.
@@ -26,7 +28,7 @@ SEEDS = {"manual": 2, "nas_only": 3, "nas_da": 2, "nas_hpo": 2, "sequential": 2,
 
 def protocol_overrides(data: Path, subset: int, epochs: int) -> list[str]:
     """The `--set` lines every variant shares: data, budget and the CPU-sized network."""
-    return [f"data.dataset=imagefolder:{data}", f"data.train_subset={subset}", "data.val_fraction=0.04",
+    return [f"data.dataset=imagefolder:{data}", f"data.train_subset={subset}", "data.val_fraction=0.02",
             f"train.epochs={epochs}", "train.batch_size=64", "model.init_channels=12", "model.layers=5",
             "model.auxiliary=false"]
 
@@ -34,8 +36,8 @@ def protocol_overrides(data: Path, subset: int, epochs: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="ImageFolder root with train/ and test/")
-    parser.add_argument("--subset", type=int, default=5000, help="stratified training images (0 = all)")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--subset", type=int, default=1000, help="stratified training images (0 = all)")
+    parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--csv", type=Path, default=ROOT / "docs" / "results" / "cifar10_variants.csv")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dha_cifar10"))
     parser.add_argument("--variants", nargs="+", default=list(SEEDS), choices=list(VARIANTS))

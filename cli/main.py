@@ -66,7 +66,7 @@ def prepare(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
 def search(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
            resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint")] = False
            ) -> None:
-    """Train the network from the prepared cache (manual mode: a fixed genotype)."""
+    """Search and train from the prepared cache: the joint DHA loop, or any baseline variant of it."""
     from dha_pipeline import stages
 
     _show(stages.search(_recipe(recipe, set_), force=force, resume=resume))

@@ -91,8 +91,8 @@ class AugmentConfig:
     cutout: int = _setting(0, low=0, high=512, help="side of the Cutout square, 0 = off")
     policy_lr: float = _setting(0.05, low=0.0, high=10.0, help="Adam learning rate of tau")
     temperature: float = _setting(2.0, low=0.05, high=100.0, help="pairs are drawn from softmax(log P / T)")
-    magnitude_max: float = _setting(10.0, low=0.0, high=10.0)
-    entropy_floor: float = _setting(0.5, low=0.0, high=1.0, help="fraction of the maximum policy entropy")
+    magnitude_max: float = _setting(3.0, low=0.0, high=10.0, help="magnitudes are uniform in [0, this]")
+    entropy_floor: float = _setting(0.9, low=0.0, high=1.0, help="fraction of the maximum policy entropy")
 
 
 @dataclass
@@ -104,7 +104,7 @@ class SearchConfig:
     search_epochs: int = _setting(10, low=1, high=10_000, help="cap on phase 1 (until every node froze)")
     sparsity: float = _setting(0.1, low=0.0, high=10.0, help="lambda of the LASSO recovery")
     freeze_threshold: float = _setting(0.02, low=0.0, high=100.0, help="freeze a node when ||x_new - x|| <= this")
-    arch_lr: float = _setting(3e-3, low=0.0, high=10.0, help="Adam learning rate of the codes b")
+    arch_lr: float = _setting(0.03, low=0.0, high=10.0, help="Adam learning rate of the codes b")
     max_params: int = _setting(0, low=0, high=10**10, help="0 = no parameter budget")
     max_macs: int = _setting(0, low=0, high=10**13, help="0 = no MAC budget")
     budget_minutes: float = _setting(0.0, low=0.0, high=10**6, help="0 = epochs only; else stop after this")
