@@ -22,8 +22,8 @@ from variants import VARIANTS, run_protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "cifar10_darts.toml"
-# Seeds per variant: 3 for DHA and NAS only, 2 for the other baselines; runs go seed-major.
-SEEDS = {"manual": 2, "nas_only": 3, "nas_da": 2, "nas_hpo": 2, "sequential": 2, "dha": 3}
+# Seeds per variant: 3 for DHA and NAS only, 2 for the other baselines; runs go seed-major, DHA first.
+SEEDS = {"dha": 3, "nas_only": 3, "manual": 2, "nas_da": 2, "nas_hpo": 2, "sequential": 2}
 
 
 def protocol_overrides(data: Path, subset: int, epochs: int) -> list[str]:
