@@ -39,7 +39,7 @@ def main() -> None:
         fig, axis = plt.subplots(figsize=(7, 3.6))
         means = [stats[v][0] for v in variants]
         axis.bar(variants, means, yerr=[stats[v][1] for v in variants], capsize=4, color="steelblue")
-        axis.set_ylim(min(means) - 3, 100)
+        axis.set_ylim(max(min(means) - 5, 0), min(max(m + stats[v][1] for v, m in zip(variants, means)) + 3, 100))
         axis.set_ylabel("test top-1 (%)")
         axis.set_title(f"{args.csv.stem}: mean +- sd over seeds (onnxruntime)")
         fig.tight_layout()
