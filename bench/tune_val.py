@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from variants import VARIANTS
+from variants import append_row, measured, variant_recipe
 
 from dha_pipeline import stages
 
@@ -25,23 +25,12 @@ COLUMNS = ("probe", "seed", "val_top1", "best_val_top1", "train_top1", "wall_s",
            "policy_entropy", "top_pairs", "genotype")
 
 
-def done_rows(csv_path: Path) -> set[tuple[str, int]]:
-    """(probe, seed) pairs already in the CSV."""
-    if not csv_path.is_file():
-        return set()
-    with open(csv_path, newline="") as handle:
-        return {(row["probe"], int(row["seed"])) for row in csv.DictReader(handle)}
-
-
 def run_probe(recipe_path: Path, probe: str, seed: int, common: list[str], work_dir: Path,
               index: int) -> dict[str, object]:
     """Prepare and search one probe; its validation row."""
     variant, *extra = probe.split()
-    name = f"{recipe_path.stem}_probe{index}_s{seed}"
-    overrides = [*common, *VARIANTS[variant], *extra, f"seed={seed}", f"name={name}",
-                 f"runs_dir={json.dumps(str(work_dir / 'runs'))}",
-                 f"exports_dir={json.dumps(str(work_dir / 'exports'))}"]
-    recipe = stages.resolve_recipe(recipe_path, overrides)
+    recipe = variant_recipe(recipe_path, variant, seed, f"{recipe_path.stem}_probe{index}_s{seed}",
+                            [*common, *extra], work_dir)
     started = time.perf_counter()
     stages.prepare(recipe)
     stages.search(recipe, force=True)
@@ -68,19 +57,13 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="common recipe override")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dha_tuning"))
     args = parser.parse_args()
-    done = done_rows(args.csv)
+    done = measured(args.csv, key="probe")
     for seed in args.seeds:
         for index, probe in enumerate(args.probe):
             if (probe, seed) in done:
                 continue
             row = run_probe(args.recipe, probe, seed, args.overrides, args.work_dir, index)
-            args.csv.parent.mkdir(parents=True, exist_ok=True)
-            new = not args.csv.is_file()
-            with open(args.csv, "a", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
+            append_row(args.csv, row, COLUMNS)
             print(f"{probe} seed {seed}: val {row['val_top1']:.4f} (best {row['best_val_top1']:.4f}) "
                   f"train {row['train_top1']:.4f} {row['wall_s']} s", flush=True)
 

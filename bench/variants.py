@@ -20,6 +20,7 @@ from pathlib import Path
 
 from dha_pipeline import stages
 from dha_pipeline.evaluate import evaluate_model
+from dha_pipeline.recipe import Recipe
 
 VARIANTS: dict[str, list[str]] = {
     "manual": ["search.mode=manual", "search.components=[]"],
@@ -32,21 +33,26 @@ VARIANTS: dict[str, list[str]] = {
 COLUMNS = ("variant", "seed", "top1", "top5", "wall_s", "params", "macs", "onnx_top1", "torch_top1")
 
 
-def measured(csv_path: Path) -> set[tuple[str, int]]:
-    """(variant, seed) pairs already in the CSV."""
+def measured(csv_path: Path, key: str = "variant") -> set[tuple[str, int]]:
+    """(key column, seed) pairs already in the CSV."""
     if not csv_path.is_file():
         return set()
     with open(csv_path, newline="") as handle:
-        return {(row["variant"], int(row["seed"])) for row in csv.DictReader(handle)}
+        return {(row[key], int(row["seed"])) for row in csv.DictReader(handle)}
+
+
+def variant_recipe(recipe_path: Path, variant: str, seed: int, name: str, overrides: list[str],
+                   work_dir: Path) -> Recipe:
+    """The recipe of one run: `overrides`, then the variant's lines, seed and name, outputs under work_dir."""
+    return stages.resolve_recipe(recipe_path, [*overrides, *VARIANTS[variant], f"seed={seed}", f"name={name}",
+                                               f"runs_dir={json.dumps(str(work_dir / 'runs'))}",
+                                               f"exports_dir={json.dumps(str(work_dir / 'exports'))}"])
 
 
 def run_one(recipe_path: Path, variant: str, seed: int, extra: list[str], work_dir: Path) -> dict[str, object]:
     """One full pipeline run; returns its CSV row."""
     name = f"{recipe_path.stem}_{variant}_s{seed}"
-    overrides = [*extra, *VARIANTS[variant], f"seed={seed}", f"name={name}",
-                 f"runs_dir={json.dumps(str(work_dir / 'runs'))}",
-                 f"exports_dir={json.dumps(str(work_dir / 'exports'))}"]
-    recipe = stages.resolve_recipe(recipe_path, overrides)
+    recipe = variant_recipe(recipe_path, variant, seed, name, extra, work_dir)
     started = time.perf_counter()
     stages.run_all(recipe, force=True)
     wall = time.perf_counter() - started
@@ -61,12 +67,12 @@ def run_one(recipe_path: Path, variant: str, seed: int, extra: list[str], work_d
             "onnx_top1": onnx_report["top1"], "torch_top1": torch_report.report["top1"]}
 
 
-def append_row(csv_path: Path, row: dict[str, object]) -> None:
+def append_row(csv_path: Path, row: dict[str, object], columns: tuple[str, ...] = COLUMNS) -> None:
     """Append one row, writing the header for a new file."""
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     new = not csv_path.is_file()
     with open(csv_path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns)
         if new:
             writer.writeheader()
         writer.writerow(row)

@@ -95,8 +95,7 @@ class AugmentPolicy(nn.Module):
         gumbel = -torch.empty(n, num_pairs, device=generator.device).exponential_(generator=generator).log()
         magnitudes = torch.rand(2, n, **draw) * self.max_magnitude
         signs = torch.randint(0, 2, (2, n), **draw).float() * 2 - 1
-        logits = F.log_softmax(self.tau.detach(), dim=0) / self.temperature
-        pair = (logits + gumbel.to(device)).argmax(dim=1)
+        pair = (self.sampling_logits().detach() + gumbel.to(device)).argmax(dim=1)
         magnitudes, signs = magnitudes.to(device), signs.to(device)
         return PolicySample(pair=pair, op1=pair // self.num_ops, op2=pair % self.num_ops,
                             magnitude1=magnitudes[0], magnitude2=magnitudes[1], sign1=signs[0], sign2=signs[1])
@@ -138,9 +137,13 @@ class AugmentPolicy(nn.Module):
         """floor_weight * relu(entropy_floor - entropy): zero above the floor, pushes entropy up below it."""
         return self.floor_weight * F.relu(self.entropy_floor - self.entropy())
 
+    def sampling_logits(self) -> torch.Tensor:
+        """log P / T: the logits of the tempered distribution `sample` draws pairs from."""
+        return F.log_softmax(self.tau, dim=0) / self.temperature
+
     def sampling_probs(self) -> torch.Tensor:
         """q = softmax(log P / T), the distribution `sample` draws pairs from."""
-        return F.softmax(F.log_softmax(self.tau, dim=0) / self.temperature, dim=0)
+        return F.softmax(self.sampling_logits(), dim=0)
 
     def da_loss(self, sample: PolicySample, per_sample_loss: torch.Tensor) -> torch.Tensor:
         """-(1/n) sum_k p_k(tau) / q_k (l_k - mean l) + the entropy-floor penalty; its gradient reaches only tau.
