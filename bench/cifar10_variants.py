@@ -43,8 +43,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(SEEDS), choices=list(VARIANTS))
     args = parser.parse_args()
     if not (args.data / "train").is_dir() or not (args.data / "test").is_dir():
-        sys.exit(f"error: '{args.data}' has no train/ and test/ folders; extract "
-                 "../shared/data/cifar10/cifar10-jpeg.tar.gz there first")
+        print(f"error: '{args.data}' has no train/ and test/ folders; extract "
+              "../shared/data/cifar10/cifar10-jpeg.tar.gz there first", file=sys.stderr)
+        raise SystemExit(2)
     overrides = protocol_overrides(args.data.resolve(), args.subset, args.epochs)
     for seed in range(max(SEEDS.values())):
         variants = [v for v in args.variants if seed < SEEDS[v]]

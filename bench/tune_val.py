@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from variants import append_row, measured, variant_recipe
+from variants import VARIANTS, append_row, measured, variant_recipe
 
 from dha_pipeline import stages
 
@@ -57,6 +57,11 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="common recipe override")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dha_tuning"))
     args = parser.parse_args()
+    named = [(probe.split() or ["''"])[0] for probe in args.probe]
+    unknown = sorted({variant for variant in named if variant not in VARIANTS})
+    if unknown:
+        parser.error(f"unknown variant {', '.join(unknown)} in --probe; start each probe with one of "
+                     f"{', '.join(VARIANTS)}")
     done = measured(args.csv, key="probe")
     for seed in args.seeds:
         for index, probe in enumerate(args.probe):
