@@ -1,6 +1,10 @@
 """Mean and spread per variant of a variants CSV (bench/variants.py): a Markdown table and a bar chart.
 
-    python bench/summarize_variants.py docs/results/digits_variants.csv --png docs/results/digits_variants.png
+With `--paired dha`, a second table: that variant minus each other one, seed by seed (runs of one
+seed share its random streams), and the ratio of their wall times over the seeds both have.
+
+    python bench/summarize_variants.py docs/results/digits_variants.csv --png docs/results/digits_variants.png \
+        --paired dha
 """
 
 from __future__ import annotations
@@ -14,10 +18,29 @@ from dha_pipeline.fileio import write_with
 from dha_pipeline.report.plots import pyplot
 
 
+def paired_table(rows: list[dict[str, str]], reference: str) -> list[str]:
+    """Markdown rows of `reference` minus every other variant on the seeds both have, in points."""
+    top1 = {(row["variant"], int(row["seed"])): 100 * float(row["top1"]) for row in rows}
+    wall = {(row["variant"], int(row["seed"])): float(row["wall_s"]) for row in rows}
+    lines = [f"| {reference} minus | seeds | per seed (points) | mean | ahead / tied / behind | wall ratio |",
+             "|---|---|---|---|---|---|"]
+    for variant in dict.fromkeys(row["variant"] for row in rows):
+        seeds = sorted(seed for name, seed in top1 if name == variant and (reference, seed) in top1)
+        if variant == reference or not seeds:
+            continue
+        gaps = [round(top1[reference, seed] - top1[variant, seed], 2) for seed in seeds]
+        counts = (sum(g > 0 for g in gaps), sum(g == 0 for g in gaps), sum(g < 0 for g in gaps))
+        ratio = sum(wall[reference, seed] for seed in seeds) / sum(wall[variant, seed] for seed in seeds)
+        lines.append(f"| {variant} | {' '.join(map(str, seeds))} | {' / '.join(f'{g:+.2f}' for g in gaps)} "
+                     f"| {statistics.mean(gaps):+.2f} | {' / '.join(map(str, counts))} | {ratio:.2f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csv", type=Path)
     parser.add_argument("--png", type=Path)
+    parser.add_argument("--paired", metavar="VARIANT", help="also print VARIANT minus each other variant, per seed")
     args = parser.parse_args()
     with open(args.csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -34,6 +57,10 @@ def main() -> None:
         wall = statistics.mean(float(row["wall_s"]) for row in mine)
         print(f"| {variant} | {len(mine)} | {stats[variant][0]:.2f} +- {sd:.2f} | {min(top1):.2f} | {max(top1):.2f} "
               f"| {params:,.0f} | {wall:.0f} |")
+    if args.paired:
+        if args.paired not in variants:
+            parser.error(f"--paired {args.paired}: no such variant in {args.csv}; pick one of {', '.join(variants)}")
+        print("\n" + "\n".join(paired_table(rows, args.paired)))
     if args.png:
         plt = pyplot()
         fig, axis = plt.subplots(figsize=(7, 3.6))
