@@ -2,7 +2,7 @@
 
 For every `<runs>/<name>/` with a finished search: validation and training top-1 at the last
 epoch (training top-1 is on augmented images), the best validation top-1, the learned base
-learning rate relative to the recipe's at mid-run, the parameter-free edges (pooling, skip) of
+learning rate over the scheduled one at 90% of the run, the parameter-free edges (pooling, skip) of
 the normal cell, the derived network's parameters, and the policy's most likely op pair.
 
     python bench/run_trajectories.py /tmp/dha_cifar10/runs
@@ -26,16 +26,16 @@ def trajectory_row(run_dir: Path) -> str:
     summary = json.loads((run_dir / "search" / "summary.json").read_text())
     with open(run_dir / "history.csv", newline="") as handle:
         history = list(csv.DictReader(handle))
-    last, middle = history[-1], history[len(history) // 2 - 1]
+    last, late = history[-1], history[9 * len(history) // 10 - 1]
     train = stages.resolve_recipe(run_dir).train
     # history's lr is the one after the epoch's last step; over the schedule's lr it is what HPO learned.
-    scheduled = train.lr * schedule_factor(train, int(middle["epoch"]), 1)
+    scheduled = train.lr * schedule_factor(train, int(late["epoch"]), 1)
     normal = summary["genotype"]["normal"]
     free = sum(op in PARAMETER_FREE for op, _ in normal)
     pair = next(iter(summary.get("da_policy") or {}), "-")
     return (f"| {run_dir.name} | {100 * float(last['val_top1']):.1f} "
             f"| {100 * max(float(row['val_top1']) for row in history):.1f} | {100 * float(last['train_top1']):.1f} "
-            f"| {float(middle['lr']) / scheduled:.2f} | {free}/{len(normal)} | {summary['params']:,} "
+            f"| {float(late['lr']) / scheduled:.2f} | {free}/{len(normal)} | {summary['params']:,} "
             f"| {pair} |")
 
 
@@ -46,7 +46,7 @@ def main() -> None:
     run_dirs = sorted(path.parent.parent for path in args.runs.glob("*/search/summary.json"))
     if not run_dirs:
         parser.error(f"no finished runs under '{args.runs}' (expected <name>/search/summary.json)")
-    print("| run | val top-1 last | val best | train top-1 last | lr / recipe lr (mid-run) "
+    print("| run | val top-1 last | val best | train top-1 last | lr / scheduled lr (90% of run) "
           "| parameter-free normal edges | params | top policy pair |")
     print("|---|---|---|---|---|---|---|---|")
     for run_dir in run_dirs:
