@@ -28,8 +28,10 @@ def trajectory_row(run_dir: Path) -> str:
         history = list(csv.DictReader(handle))
     last, late = history[-1], history[9 * len(history) // 10 - 1]
     train = stages.resolve_recipe(run_dir).train
-    # history's lr is the one after the epoch's last step; over the schedule's lr it is what HPO learned.
-    scheduled = train.lr * schedule_factor(train, int(late["epoch"]), 1)
+    counts = json.loads((run_dir / "cache" / "manifest.json").read_text())["counts"]["train"]
+    steps = sum(counts) // min(train.batch_size, sum(counts))
+    # history's lr is the one of the epoch's last step; over the scheduled lr it is what HPO learned.
+    scheduled = train.lr * schedule_factor(train, int(late["epoch"]) * steps - 1, steps)
     normal = summary["genotype"]["normal"]
     free = sum(op in PARAMETER_FREE for op, _ in normal)
     pair = next(iter(summary.get("da_policy") or {}), "-")
