@@ -45,6 +45,8 @@ def main() -> None:
     with open(args.csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
     variants = list(dict.fromkeys(row["variant"] for row in rows))
+    if args.paired and args.paired not in variants:
+        parser.error(f"--paired {args.paired}: no such variant in {args.csv}; pick one of {', '.join(variants)}")
     stats = {}
     print("| variant | seeds | test top-1 (mean +- sd) | min | max | params | wall s |")
     print("|---|---|---|---|---|---|---|")
@@ -58,8 +60,6 @@ def main() -> None:
         print(f"| {variant} | {len(mine)} | {stats[variant][0]:.2f} +- {sd:.2f} | {min(top1):.2f} | {max(top1):.2f} "
               f"| {params:,.0f} | {wall:.0f} |")
     if args.paired:
-        if args.paired not in variants:
-            parser.error(f"--paired {args.paired}: no such variant in {args.csv}; pick one of {', '.join(variants)}")
         print("\n" + "\n".join(paired_table(rows, args.paired)))
     if args.png:
         plt = pyplot()
