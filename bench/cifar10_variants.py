@@ -7,6 +7,8 @@ of the recipe
 (`recipes/cifar10_darts.toml`, whose DHA settings are the tuned ones) is unchanged. Each run is a
 whole `dha run`: search, derive, parity-gated ONNX export, then the full 10,000-image test set
 evaluated exactly once by onnxruntime. Rows go to the CSV as runs finish; rerunning skips them.
+`--retime dha:0 manual:0` reruns measured rows alone on the machine and replaces only their wall_s,
+after checking that every other column reproduced.
 
     tar xzf ../shared/data/cifar10/cifar10-jpeg.tar.gz -C /tmp/data    # /tmp/data/{train,test}/<class>/
     python bench/cifar10_variants.py --data /tmp/data
@@ -18,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from variants import VARIANTS, run_protocol
+from variants import VARIANTS, retime_rows, run_protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "cifar10_darts.toml"
@@ -41,12 +43,25 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=ROOT / "docs" / "results" / "cifar10_variants.csv")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dha_cifar10"))
     parser.add_argument("--variants", nargs="+", default=list(SEEDS), choices=list(VARIANTS))
+    parser.add_argument("--retime", nargs="+", default=[], metavar="VARIANT:SEED",
+                        help="rerun these measured rows and replace only their wall_s")
     args = parser.parse_args()
+    retime = []
+    for pair in args.retime:
+        variant, _, seed = pair.partition(":")
+        if variant not in VARIANTS or not seed.isdigit():
+            print(f"error: --retime '{pair}' is not VARIANT:SEED with VARIANT one of {', '.join(VARIANTS)}",
+                  file=sys.stderr)
+            raise SystemExit(2)
+        retime.append((variant, int(seed)))
     if not (args.data / "train").is_dir() or not (args.data / "test").is_dir():
         print(f"error: '{args.data}' has no train/ and test/ folders; extract "
               "../shared/data/cifar10/cifar10-jpeg.tar.gz there first", file=sys.stderr)
         raise SystemExit(2)
     overrides = protocol_overrides(args.data.resolve(), args.subset, args.epochs)
+    if retime:
+        retime_rows(RECIPE, args.csv, retime, overrides, args.work_dir)
+        return
     for seed in range(max(SEEDS.values())):
         variants = [v for v in args.variants if seed < SEEDS[v]]
         run_protocol(RECIPE, args.csv, [seed], variants, overrides, args.work_dir)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from dha_pipeline.data.cache import PreparedData
 
@@ -31,5 +32,7 @@ def interleaved_medians(candidates: dict[str, Callable[[], object]], rounds: int
         for name, fn in candidates.items():
             started = time.perf_counter()
             fn()
+            if torch.cuda.is_initialized():  # GPU work is asynchronous: count it, not just its launch
+                torch.cuda.synchronize()
             times[name].append(time.perf_counter() - started)
     return {name: statistics.median(values) for name, values in times.items()}

@@ -4,7 +4,7 @@ NAS only, NAS+DA, NAS+HPO (next_batch and held_in estimators) and DHA each get
 their own SearchRun on identical synthetic data; their steps are timed
 round-robin. The last line is the ratio the issue tracks (goal <= 1.15).
 
-    python bench/search_step.py [--size 32] [--channels 16] [--layers 8] [--batch 64] [--rounds 12]
+    python bench/search_step.py [--size 32] [--channels 16] [--layers 8] [--batch 64] [--rounds 12] [--device cpu]
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--runs-dir", default="/tmp/dha_bench_runs")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     args = parser.parse_args()
     data = synthetic_data(4 * args.batch, args.size)
     runs = {}
     for name, (components, estimator) in VARIANTS.items():
-        recipe = recipe_from_dict({"name": name, "runs_dir": args.runs_dir, "device": "cpu",
+        recipe = recipe_from_dict({"name": name, "runs_dir": args.runs_dir, "device": args.device,
                                    "data": {"image_size": args.size},
                                    "model": {"init_channels": args.channels, "layers": args.layers},
                                    "train": {"batch_size": args.batch},
@@ -51,10 +52,10 @@ def main() -> None:
         run = SearchRun(recipe, data)
         run.parts.model.train()
         runs[name] = run
-    index = torch.arange(args.batch)
     dha = runs["dha"]
+    index = torch.arange(args.batch, device=dha.device)
     unit = dha.train_images.unit(index)
-    per_sample = torch.rand(args.batch)
+    per_sample = torch.rand(args.batch, device=dha.device)
 
     def da_work() -> None:
         """What DA adds to a step: sample, apply, the tau step."""
@@ -71,8 +72,9 @@ def main() -> None:
     candidates = {name: (lambda r=run: r.train_step(index)) for name, run in runs.items()}
     candidates.update({"da_work": da_work, "hpo_work": hpo_work})
     medians = interleaved_medians(candidates, args.rounds)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}x3x{args.size}x"
-          f"{args.size}, C={args.channels}, layers={args.layers}, rounds={args.rounds}")
+    print(f"torch {torch.__version__}, device {dha.device}, threads {torch.get_num_threads()}, "
+          f"batch {args.batch}x3x{args.size}x{args.size}, C={args.channels}, layers={args.layers}, "
+          f"rounds={args.rounds}")
     for name, seconds in medians.items():
         print(f"{name}_ms={1000 * seconds:.1f} ratio_vs_nas_only={seconds / medians['nas_only']:.3f}")
     added = medians["da_work"] + medians["hpo_work"]

@@ -107,10 +107,11 @@ def _rng_state(generator: torch.Generator) -> dict[str, Any]:
 
 
 def _restore_rng(generator: torch.Generator, state: dict[str, Any]) -> None:
-    generator.set_state(state["data"])
-    torch.set_rng_state(state["torch"])
+    """Set the generators back; RNG states must be CPU byte tensors whatever device loaded the checkpoint."""
+    generator.set_state(state["data"].cpu())
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([cuda_state.cpu() for cuda_state in state["cuda"]])
 
 
 def _genotype_cost(recipe: Recipe, data: PreparedData, genotype: Genotype) -> tuple[int, int]:
