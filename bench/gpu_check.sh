@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # The CUDA path, end to end, on a machine with one GPU; each step's log and numbers go to $OUT.
 #
-#   OUT=/tmp/gpu_out STEPS="quickstart search_step cifar resume sequential" bash bench/gpu_check.sh [CIFAR_TAR]
+#   OUT=/tmp/gpu_out STEPS="quickstart search_step cifar resume sequential repeat" bash bench/gpu_check.sh [CIFAR_TAR]
 #
 # quickstart   the digits quickstart with device=cuda (search, derive, parity-gated export, onnxruntime test)
 # search_step  bench/search_step.py on cuda (ms per training step of each variant, synchronized)
 # cifar        the CIFAR-10 protocol's DHA run, seed 0, on cuda (needs CIFAR_TAR, the JPEG tar.gz)
 # resume       the quickstart killed mid-search, then `dha run --resume` on cuda (checkpoint restore)
 # sequential   the quickstart in sequential mode on cuda (phase 2 rebuilds the plain child)
+# repeat       the quickstart twice more, uninterrupted: are two GPU runs of one seed identical?
 # DEVICE=cpu and EXTRA_SETS="--set train.epochs=2 ..." check the script itself on a machine without one.
 # Each step has its own time limit and a failure does not stop the next one. The test suite is not
 # run here: its recipes pin device = "cpu".
 set -u
 OUT=${OUT:-/tmp/gpu_out}
-STEPS=${STEPS:-quickstart search_step cifar resume sequential}
+STEPS=${STEPS:-quickstart search_step cifar resume sequential repeat}
 TAR=${1:-}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:-}:$PWD"
@@ -61,5 +62,16 @@ if wanted resume; then  # killed once the search has written a checkpoint, then 
 fi
 if wanted sequential; then
     step sequential 120 "${CUDA_RUN[@]}" --force --set 'name="sequential"' --set 'search.mode="sequential"'
+fi
+if wanted repeat; then
+    for name in repeat_a repeat_b; do
+        step "$name" 120 "${CUDA_RUN[@]}" --force --set "name=\"$name\""
+    done
+    if cmp -s /tmp/gpu_runs/repeat_a/history.csv /tmp/gpu_runs/repeat_b/history.csv; then
+        echo "repeat: history.csv identical" >>"$OUT/steps.txt"
+    else
+        echo "repeat: history.csv differs" >>"$OUT/steps.txt"
+        paste -d'|' /tmp/gpu_runs/repeat_a/history.csv /tmp/gpu_runs/repeat_b/history.csv >"$OUT/repeat_histories.txt"
+    fi
 fi
 cat "$OUT/steps.txt"
