@@ -2,6 +2,8 @@
 
 With `--paired dha`, a second table: that variant minus each other one, seed by seed (runs of one
 seed share its random streams), and the ratio of their wall times over the seeds both have.
+`--no-wall` leaves every wall-time column out, for a CSV whose rows were timed in different sessions
+(bench/wall_costs.py compares those within a session).
 
     python bench/summarize_variants.py docs/results/digits_variants.csv --png docs/results/digits_variants.png \
         --paired dha
@@ -18,12 +20,13 @@ from dha_pipeline.fileio import write_with
 from dha_pipeline.report.plots import pyplot
 
 
-def paired_table(rows: list[dict[str, str]], reference: str) -> list[str]:
-    """Markdown rows of `reference` minus every other variant on the seeds both have, in points."""
+def paired_table(rows: list[dict[str, str]], reference: str, with_wall: bool = True) -> list[str]:
+    """Markdown rows of `reference` minus every other variant on the seeds both have, in points, and
+    (`with_wall`) the ratio of their summed wall times."""
     top1 = {(row["variant"], int(row["seed"])): 100 * float(row["top1"]) for row in rows}
     wall = {(row["variant"], int(row["seed"])): float(row["wall_s"]) for row in rows}
-    lines = [f"| {reference} minus | seeds | per seed (points) | mean | ahead / tied / behind | wall ratio |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"| {reference} minus | seeds | per seed (points) | mean | ahead / tied / behind |"
+             + (" wall ratio |" if with_wall else ""), "|---|---|---|---|---|" + ("---|" if with_wall else "")]
     for variant in dict.fromkeys(row["variant"] for row in rows):
         seeds = sorted(seed for name, seed in top1 if name == variant and (reference, seed) in top1)
         if variant == reference or not seeds:
@@ -32,7 +35,8 @@ def paired_table(rows: list[dict[str, str]], reference: str) -> list[str]:
         counts = (sum(g > 0 for g in gaps), sum(g == 0 for g in gaps), sum(g < 0 for g in gaps))
         ratio = sum(wall[reference, seed] for seed in seeds) / sum(wall[variant, seed] for seed in seeds)
         lines.append(f"| {variant} | {' '.join(map(str, seeds))} | {' / '.join(f'{g:+.2f}' for g in gaps)} "
-                     f"| {statistics.mean(gaps):+.2f} | {' / '.join(map(str, counts))} | {ratio:.2f} |")
+                     f"| {statistics.mean(gaps):+.2f} | {' / '.join(map(str, counts))} |"
+                     + (f" {ratio:.2f} |" if with_wall else ""))
     return lines
 
 
@@ -41,6 +45,7 @@ def main() -> None:
     parser.add_argument("csv", type=Path)
     parser.add_argument("--png", type=Path)
     parser.add_argument("--paired", metavar="VARIANT", help="also print VARIANT minus each other variant, per seed")
+    parser.add_argument("--no-wall", action="store_true", help="leave out the wall-time columns")
     args = parser.parse_args()
     with open(args.csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -48,8 +53,8 @@ def main() -> None:
     if args.paired and args.paired not in variants:
         parser.error(f"--paired {args.paired}: no such variant in {args.csv}; pick one of {', '.join(variants)}")
     stats = {}
-    print("| variant | seeds | test top-1 (mean +- sd) | min | max | params | wall s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| variant | seeds | test top-1 (mean +- sd) | min | max | params |" + ("" if args.no_wall else " wall s |"))
+    print("|---|---|---|---|---|---|" + ("" if args.no_wall else "---|"))
     for variant in variants:
         mine = [row for row in rows if row["variant"] == variant]
         top1 = [100 * float(row["top1"]) for row in mine]
@@ -58,9 +63,9 @@ def main() -> None:
         params = statistics.mean(int(row["params"]) for row in mine)
         wall = statistics.mean(float(row["wall_s"]) for row in mine)
         print(f"| {variant} | {len(mine)} | {stats[variant][0]:.2f} +- {sd:.2f} | {min(top1):.2f} | {max(top1):.2f} "
-              f"| {params:,.0f} | {wall:.0f} |")
+              f"| {params:,.0f} |" + ("" if args.no_wall else f" {wall:.0f} |"))
     if args.paired:
-        print("\n" + "\n".join(paired_table(rows, args.paired)))
+        print("\n" + "\n".join(paired_table(rows, args.paired, with_wall=not args.no_wall)))
     if args.png:
         plt = pyplot()
         fig, axis = plt.subplots(figsize=(7, 3.6))
