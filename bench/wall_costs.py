@@ -16,11 +16,18 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+COLUMNS = ("session", "variant", "seed", "wall_s", "alone")
+
+
+def is_clean(row: dict[str, str]) -> bool:
+    """Whether the run had the machine to itself (its `alone` field starts with "yes")."""
+    return row["alone"].strip().lower().startswith("yes")
+
 
 def relative_costs(rows: list[dict[str, str]], reference: str) -> dict[str, list[tuple[str, int, float]]]:
     """Per variant, (session, seed, wall / mean reference wall of that session) for every clean run
     in a session that has a clean reference run."""
-    clean = [row for row in rows if row["alone"].strip().lower().startswith("yes")]
+    clean = [row for row in rows if is_clean(row)]
     reference_walls: dict[str, list[float]] = defaultdict(list)
     for row in clean:
         if row["variant"] == reference:
@@ -40,6 +47,9 @@ def main() -> None:
     args = parser.parse_args()
     with open(args.log, newline="") as handle:
         rows = list(csv.DictReader(handle))
+    missing = [column for column in COLUMNS if rows and column not in rows[0]]
+    if not rows or missing:
+        parser.error(f"{args.log}: needs a header {','.join(COLUMNS)} and rows (missing: {missing or 'rows'})")
     if not any(row["variant"] == args.reference for row in rows):
         parser.error(f"--reference {args.reference}: no such variant in {args.log}")
     sessions = sorted({row["session"] for row in rows})
@@ -48,11 +58,11 @@ def main() -> None:
     means = {}
     for session in sessions:
         walls = [float(row["wall_s"]) for row in rows if row["session"] == session
-                 and row["variant"] == args.reference and row["alone"].strip().lower().startswith("yes")]
+                 and row["variant"] == args.reference and is_clean(row)]
         means[session] = statistics.mean(walls) if walls else None
     fastest = min(mean for mean in means.values() if mean is not None)
     for session in sessions:
-        count = sum(row["session"] == session and row["alone"].strip().lower().startswith("yes") for row in rows)
+        count = sum(row["session"] == session and is_clean(row) for row in rows)
         mean = means[session]
         shown = ("-", "-") if mean is None else (f"{mean:.0f}", f"{mean / fastest:.2f}")
         print(f"| {session} | {count} | {shown[0]} | {shown[1]} |")

@@ -1,0 +1,61 @@
+"""bench/summarize_variants.py: the paired table compares a variant with each other one seed by seed."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "summarize_variants.py"
+HEADER = "variant,seed,top1,top5,wall_s,params,macs,onnx_top1,torch_top1\n"
+
+
+def load_summarize_variants():
+    spec = importlib.util.spec_from_file_location("summarize_variants", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def row(variant: str, seed: int, top1: float, wall: float) -> dict[str, str]:
+    return {"variant": variant, "seed": str(seed), "top1": str(top1), "wall_s": str(wall), "params": "10"}
+
+
+ROWS = [row("dha", 0, 0.50, 200.0), row("dha", 1, 0.40, 200.0), row("dha", 2, 0.45, 200.0),
+        row("manual", 0, 0.45, 100.0), row("manual", 1, 0.40, 300.0), row("nas_only", 5, 0.9, 100.0)]
+
+
+def test_paired_table_uses_only_shared_seeds_and_counts_ahead_tied_behind():
+    lines = load_summarize_variants().paired_table(ROWS, "dha")
+    assert len(lines) == 3  # header, rule, manual; nas_only shares no seed with dha
+    assert lines[2] == "| manual | 0 1 | +5.00 / +0.00 | +2.50 | 1 / 1 / 0 | 1.00 |"
+
+
+def test_paired_table_without_wall_drops_the_ratio_column():
+    lines = load_summarize_variants().paired_table(ROWS, "dha", with_wall=False)
+    assert "wall" not in lines[0]
+    assert lines[2] == "| manual | 0 1 | +5.00 / +0.00 | +2.50 | 1 / 1 / 0 |"
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+
+
+def test_no_wall_flag_leaves_wall_out_of_both_tables(tmp_path):
+    csv_path = tmp_path / "variants.csv"
+    csv_path.write_text(HEADER + "".join(f"{r['variant']},{r['seed']},{r['top1']},1.0,{r['wall_s']},10,1,"
+                                         f"{r['top1']},{r['top1']}\n" for r in ROWS))
+    result = subprocess.run([sys.executable, str(SCRIPT), str(csv_path), "--paired", "dha", "--no-wall"],
+                            capture_output=True, text=True, check=True)
+    assert "wall" not in result.stdout
+    assert "| dha | 3 | 45.00 +- 5.00 | 40.00 | 50.00 | 10 |" in result.stdout
+    with_wall = subprocess.run([sys.executable, str(SCRIPT), str(csv_path), "--paired", "dha"],
+                               capture_output=True, text=True, check=True)
+    assert "wall s" in with_wall.stdout and "wall ratio" in with_wall.stdout
+
+
+def test_unknown_paired_variant_is_refused_with_exit_2(tmp_path):
+    csv_path = tmp_path / "variants.csv"
+    csv_path.write_text(HEADER + "dha,0,0.5,1.0,10,10,1,0.5,0.5\n")
+    result = subprocess.run([sys.executable, str(SCRIPT), str(csv_path), "--paired", "dhaa"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "--paired dhaa" in result.stderr and "Traceback" not in result.stderr
