@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -43,6 +45,17 @@ parity_samples = 256
 [evaluate]
 latency_runs = 2
 """
+
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def load_bench_script(name: str) -> ModuleType:
+    """The module of `bench/<name>.py`, loaded from its file (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_recipe(directory: Path, text: str = TINY_RECIPE, name: str = "recipe.toml") -> Path:

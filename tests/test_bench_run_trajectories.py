@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+from conftest import BENCH, TINY_RECIPE, load_bench_script, write_recipe
+
 from cli.main import main
-from conftest import TINY_RECIPE, write_recipe
 
-SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "run_trajectories.py"
-
-
-def load_run_trajectories():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("run_trajectories", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = BENCH / "run_trajectories.py"
 
 
 def cells(row: str) -> list[str]:
@@ -32,7 +25,7 @@ def history(run_dir: Path) -> list[dict[str, str]]:
 
 
 def test_a_manual_run_reads_its_own_history_and_follows_the_schedule(run_dir: Path) -> None:
-    row = cells(load_run_trajectories().trajectory_row(run_dir))
+    row = cells(load_bench_script("run_trajectories").trajectory_row(run_dir))
     epochs = history(run_dir)
     summary = json.loads((run_dir / "search" / "summary.json").read_text())
     assert row[0] == run_dir.name
@@ -55,7 +48,7 @@ def test_a_dha_run_names_its_top_policy_pair(tmp_path: Path) -> None:
     assert main(["prepare", recipe]) == 0 and main(["search", recipe]) == 0
     run_dir = tmp_path / "runs" / "tiny"
     summary = json.loads((run_dir / "search" / "summary.json").read_text())
-    row = cells(load_run_trajectories().trajectory_row(run_dir))
+    row = cells(load_bench_script("run_trajectories").trajectory_row(run_dir))
     assert len(row) == 8 and row[0] == "tiny"
     assert row[7] == next(iter(summary["da_policy"]))
 

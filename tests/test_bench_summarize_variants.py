@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "summarize_variants.py"
+from conftest import BENCH, load_bench_script
+
+SCRIPT = BENCH / "summarize_variants.py"
 HEADER = "variant,seed,top1,top5,wall_s,params,macs,onnx_top1,torch_top1\n"
-
-
-def load_summarize_variants():
-    spec = importlib.util.spec_from_file_location("summarize_variants", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def row(variant: str, seed: int, top1: float, wall: float) -> dict[str, str]:
@@ -27,13 +20,13 @@ ROWS = [row("dha", 0, 0.50, 200.0), row("dha", 1, 0.40, 200.0), row("dha", 2, 0.
 
 
 def test_paired_table_uses_only_shared_seeds_and_counts_ahead_tied_behind():
-    lines = load_summarize_variants().paired_table(ROWS, "dha")
+    lines = load_bench_script("summarize_variants").paired_table(ROWS, "dha")
     assert len(lines) == 3  # header, rule, manual; nas_only shares no seed with dha
     assert lines[2] == "| manual | 0 1 | +5.00 / +0.00 | +2.50 | 1 / 1 / 0 | 1.00 |"
 
 
 def test_paired_table_without_wall_drops_the_ratio_column():
-    lines = load_summarize_variants().paired_table(ROWS, "dha", with_wall=False)
+    lines = load_bench_script("summarize_variants").paired_table(ROWS, "dha", with_wall=False)
     assert "wall" not in lines[0]
     assert lines[2] == "| manual | 0 1 | +5.00 / +0.00 | +2.50 | 1 / 1 / 0 |"
     assert all(line.count("|") == lines[0].count("|") for line in lines)

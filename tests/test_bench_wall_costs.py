@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import BENCH, load_bench_script
 
-SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "wall_costs.py"
-
-
-def load_wall_costs():
-    spec = importlib.util.spec_from_file_location("wall_costs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = BENCH / "wall_costs.py"
 
 
 def row(session: str, variant: str, seed: int, wall: float, alone: str = "yes") -> dict[str, str]:
@@ -24,7 +16,7 @@ def row(session: str, variant: str, seed: int, wall: float, alone: str = "yes") 
 
 
 def test_costs_divide_by_the_reference_of_the_same_session():
-    wall_costs = load_wall_costs()
+    wall_costs = load_bench_script("wall_costs")
     rows = [
         row("1", "nas_only", 0, 1000.0), row("1", "dha", 0, 1200.0),
         row("2", "nas_only", 1, 500.0), row("2", "nas_only", 2, 700.0), row("2", "dha", 1, 660.0),
@@ -35,7 +27,7 @@ def test_costs_divide_by_the_reference_of_the_same_session():
 
 
 def test_contended_runs_and_sessions_without_a_clean_reference_are_left_out():
-    wall_costs = load_wall_costs()
+    wall_costs = load_bench_script("wall_costs")
     rows = [
         row("1", "nas_only", 0, 1000.0), row("1", "dha", 0, 3000.0, alone="no (shared the cores)"),
         row("2", "nas_only", 0, 400.0, alone="no"), row("2", "dha", 1, 900.0),
