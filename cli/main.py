@@ -10,19 +10,11 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from cli.render import console, error_line, next_commands, summary_table
 from dha_pipeline.errors import USER_ERROR_EXIT_CODE, DhaError
 
-try:  # typer >= 0.29 ships its own copy of click, whose exceptions are distinct classes
-    from typer._click import exceptions as _typer_click
-except ImportError:  # older typer uses click itself
-    _typer_click = click.exceptions
-USAGE_ERRORS = (click.UsageError, _typer_click.UsageError)
-EXITS = (click.exceptions.Exit, typer.Exit)
-ABORTS = (click.Abort, typer.Abort)
 
 app = typer.Typer(name="dha", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Ready-to-deploy AutoML for image classification (DHA: data augmentation, "
@@ -169,16 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     except DhaError as exc:
         error_line(str(exc))
         return exc.exit_code
-    except USAGE_ERRORS as exc:
-        command = exc.ctx.command_path if exc.ctx is not None else "dha"
-        if exc.format_message():  # empty when help was shown for a bare `dha`
-            error_line(f"{exc.format_message()} (see `{command} --help`)")
-        return USER_ERROR_EXIT_CODE
-    except EXITS as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except ABORTS:
+    except typer.Abort:
         error_line("aborted")
         return 130
+    except typer.TyperException as exc:  # typer >= 0.29: the base of its (vendored) click errors
+        ctx = getattr(exc, "ctx", None)
+        command = ctx.command_path if ctx is not None else "dha"
+        message = exc.format_message()  # type: ignore[attr-defined]
+        if message:  # empty when help was shown for a bare `dha`
+            error_line(f"{message} (see `{command} --help`)")
+        return int(getattr(exc, "exit_code", USER_ERROR_EXIT_CODE))
     return 0
 
 
