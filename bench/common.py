@@ -17,7 +17,7 @@ def synthetic_data(n: int, size: int, channels: int = 3, classes: int = 10, seed
     rng = np.random.default_rng(seed)
     x = {split: rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8) for split in ("train", "val", "test")}
     y = {split: rng.integers(0, classes, n).astype(np.int64) for split in x}
-    manifest = {"dataset": "synthetic", "split": {}}
+    manifest = {"dataset": "synthetic", "split": {}, "channels": channels, "image_size": size}
     return PreparedData([str(c) for c in range(classes)], x, y, [0.5] * channels, [0.25] * channels, manifest)
 
 

@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved_medians, synthetic_data  # noqa: E402
 
+from dha_pipeline.data.device import to_unit  # noqa: E402
 from dha_pipeline.recipe import recipe_from_dict  # noqa: E402
 from dha_pipeline.search.loop import SearchRun  # noqa: E402
 
@@ -50,24 +51,24 @@ def main() -> None:
                                    "search": {"mode": "joint", "components": components},
                                    "hpo": {"estimator": estimator}})
         run = SearchRun(recipe, data)
-        run.parts.model.train()
+        run.network.train()
         runs[name] = run
     dha = runs["dha"]
     index = torch.arange(args.batch, device=dha.device)
-    unit = dha.train_images.unit(index)
+    unit = to_unit(dha.train_split.take(index)[0])
     per_sample = torch.rand(args.batch, device=dha.device)
 
     def da_work() -> None:
         """What DA adds to a step: sample, apply, the tau step."""
-        sample = dha.parts.policy.sample(args.batch, dha.generator)
-        dha.parts.policy.apply(unit, sample)
-        dha.parts.policy_optimizer.zero_grad(set_to_none=True)
-        dha.parts.policy.da_loss(sample, per_sample).backward()
-        dha.parts.policy_optimizer.step()
+        sample = dha.policy.sample(args.batch, dha.generator)
+        dha.policy.apply(unit, sample)
+        dha.policy.zero_grad()
+        dha.policy.loss(sample, per_sample).backward()
+        dha.policy.step()
 
     def hpo_work() -> None:
-        """What next_batch HPO adds to a step: the dot products and the hyper-step."""
-        dha.parts.hyper.step(dha.parts.optimizer, dha.parts.hyper.gradients(dha.parts.optimizer))
+        """What next_batch HPO adds to a step: the dot products, the hyper-step and writing lr/wd."""
+        dha.hyper.step(dha.theta, 0, 0.0)
 
     candidates = {name: (lambda r=run: r.train_step(index)) for name, run in runs.items()}
     candidates.update({"da_work": da_work, "hpo_work": hpo_work})

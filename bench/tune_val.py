@@ -35,8 +35,8 @@ def run_probe(recipe_path: Path, probe: str, seed: int, common: list[str], work_
     stages.prepare(recipe)
     stages.search(recipe, force=True)
     wall = time.perf_counter() - started
-    summary = json.loads((recipe.run_dir / "search" / "summary.json").read_text())
-    with open(recipe.run_dir / "history.csv", newline="") as handle:
+    summary = json.loads(recipe.layout.summary.read_text())
+    with open(recipe.layout.history, newline="") as handle:
         history = list(csv.DictReader(handle))
     pairs = list((summary.get("da_policy") or {}).items())[:3]
     return {"probe": probe, "seed": seed, "val_top1": float(history[-1]["val_top1"]),

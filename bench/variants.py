@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from dha_pipeline import stages
+from dha_pipeline.data.cache import load_cache
 from dha_pipeline.evaluate import evaluate_model
 from dha_pipeline.recipe import Recipe
 
@@ -56,11 +57,13 @@ def run_one(recipe_path: Path, variant: str, seed: int, extra: list[str], work_d
     started = time.perf_counter()
     stages.run_all(recipe, force=True)
     wall = time.perf_counter() - started
-    export_dir = recipe.export_dir
-    onnx_report = json.loads((export_dir / "evaluation.json").read_text())
-    metadata = json.loads((export_dir / "metadata.json").read_text())
-    torch_report = evaluate_model(recipe.run_dir / "derived" / "child.pt", dataset=recipe.data.dataset,
-                                  split=recipe.evaluate.split, latency_runs=1,
+    layout = recipe.layout
+    onnx_report = json.loads(layout.exports.evaluation.read_text())
+    metadata = json.loads(layout.exports.metadata.read_text())
+    split = recipe.evaluate.split
+    data = load_cache(layout.cache, (split,))
+    torch_report = evaluate_model(layout.child, data.source(split), dataset=recipe.data.dataset, split=split,
+                                  classes=data.classes, latency_runs=1,
                                   out=work_dir / f"{name}.torch_evaluation.json")
     return {"variant": variant, "seed": seed, "top1": onnx_report["top1"], "top5": onnx_report["top5"],
             "wall_s": round(wall, 1), "params": metadata["params"], "macs": metadata["macs"],

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from cli.render import console, error_line, next_commands, summary_table
+from cli.render import error_line, next_commands, print_table, summary_table
 from dha_pipeline.errors import USER_ERROR_EXIT_CODE, DhaError
 
 
@@ -35,6 +35,15 @@ def _recipe(target: Path, overrides: list[str] | None, extra: list[str] | None =
 def _show(report) -> None:  # type: ignore[no-untyped-def]
     title = f"dha {report.stage}" + (" (skipped: inputs and recipe unchanged)" if report.skipped else "")
     summary_table(title, report.summary)
+
+
+def _next_after_export(recipe) -> None:  # type: ignore[no-untyped-def]
+    """The commands that use what export wrote."""
+    model = recipe.layout.exports.primary_model(recipe.export.formats)
+    commands = [f"dha evaluate {model} --data {recipe.data.dataset} --split test"]
+    if model.suffix == ".onnx":
+        commands.append(f"dha predict {model} IMAGE...")
+    next_commands(*commands)
 
 
 def _data_flags(skip_bad: bool, download: bool) -> list[str]:
@@ -72,7 +81,7 @@ def derive(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False) -> N
 
     loaded = _recipe(recipe, set_)
     _show(stages.derive(loaded, force=force))
-    next_commands(f"dha export {loaded.run_dir}")
+    next_commands(f"dha export {loaded.layout.root}")
 
 
 @app.command(epilog="Example: dha export runs/digits_quickstart --format onnx,torchscript")
@@ -87,9 +96,7 @@ def export(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
     extra = [f"export.formats={json.dumps([f.strip() for f in format_.split(',') if f.strip()])}"] if format_ else []
     loaded = _recipe(recipe, set_, extra)
     _show(stages.export(loaded, force=force))
-    model = loaded.export_dir / "model.onnx"
-    next_commands(f"dha evaluate {model} --data {loaded.data.dataset} --split test",
-                  f"dha predict {model} IMAGE...")
+    _next_after_export(loaded)
 
 
 @app.command(epilog="Example: dha evaluate exports/digits_quickstart/model.onnx --data digits --split test")
@@ -104,13 +111,13 @@ def evaluate(model: Annotated[Path, typer.Argument(help="model.onnx, model.ts or
              download: Annotated[bool, typer.Option("--download", help="allow torchvision to download")] = False
              ) -> None:
     """Accuracy, per-class accuracy, confusion matrix and latency of a model file on held-out data."""
-    from dha_pipeline.evaluate import evaluate_model
+    from dha_pipeline.evaluate import evaluate_file
     from dha_pipeline.stages import evaluation_summary
 
     if split not in ("train", "val", "test"):
         raise DhaError(f"--split '{split}' is not a split", "use train, val or test")
-    result = evaluate_model(model, dataset=data, split=split, batch_size=batch_size, latency_runs=latency_runs,
-                            out=out, download=download)
+    result = evaluate_file(model, dataset=data, split=split, batch_size=batch_size, latency_runs=latency_runs,
+                           out=out, download=download)
     summary_table("dha evaluate", {**evaluation_summary(result.report, result.json_path),
                                    "confusion matrix": str(result.confusion_png)})
     next_commands(f"dha predict {model} IMAGE...")
@@ -131,7 +138,7 @@ def predict(model: Annotated[Path, typer.Argument(help="an exported model.onnx",
         table.add_column(f"#{rank + 1}")
     for prediction in run_predict(model, list(images), top_k):
         table.add_row(prediction.path, *(f"{label} {100 * p:.1f}%" for label, p in prediction.top))
-    console.print(table)
+    print_table(table)
 
 
 @app.command(epilog="Example: dha run recipes/digits_quickstart.toml --set train.epochs=5")
@@ -148,10 +155,8 @@ def run(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
     overview = {report.stage: "skipped (unchanged)" if report.skipped else "done" for report in reports}
     evaluation = reports[-1].summary
     summary_table(f"dha run {loaded.name}", {**overview, "test top-1": evaluation["top-1"],
-                                             "exports": str(loaded.export_dir)})
-    model = loaded.export_dir / "model.onnx"
-    next_commands(f"dha evaluate {model} --data {loaded.data.dataset} --split test",
-                  f"dha predict {model} IMAGE...")
+                                             "exports": str(loaded.layout.exports.root)})
+    _next_after_export(loaded)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,8 @@
-"""Rich rendering of stage results: summary tables and the next command to type."""
+"""Rich rendering of stage results: summary tables and the next command to type.
+
+On a terminal, summaries are rich tables. When stdout is a file or a pipe, rich would cut tables at
+80 columns, so each summary is printed as whole `key: value` lines instead.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,26 @@ error_console = Console(stderr=True)
 
 
 def summary_table(title: str, rows: dict[str, Any]) -> None:
-    """Print a two-column summary table."""
+    """A two-column summary: a table on a terminal, plain lines elsewhere."""
+    if not console.is_terminal:
+        console.print(title, soft_wrap=True, highlight=False, markup=False)
+        for key, value in rows.items():
+            console.print(f"  {key}: {value}", soft_wrap=True, highlight=False, markup=False)
+        return
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
     table.add_column()
     for key, value in rows.items():
         table.add_row(str(key), str(value))
     console.print(table)
+
+
+def print_table(table: Table) -> None:
+    """A rich table, never cut: at its natural width when stdout is not a terminal."""
+    if console.is_terminal:
+        console.print(table)
+    else:
+        Console(width=max(console.measure(table).maximum, 80)).print(table)
 
 
 def next_commands(*commands: str) -> None:

@@ -74,9 +74,8 @@ class TorchBackend:
 
         child = load_child(Path(path))
         self.model = child.model
-        config = child.config
         self.metadata = {"name": Path(path).parent.parent.name, "classes": child.classes,
-                         "input": input_spec(config.image_size, config.in_channels, child.mean, child.std),
+                         "input": input_spec(child.image_size, child.channels, child.mean, child.std),
                          **child.info}
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

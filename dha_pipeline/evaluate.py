@@ -1,7 +1,9 @@
 """Evaluate a model file on held-out data: accuracy, per-class accuracy, confusion matrix, latency.
 
-Preprocessing comes from the model's own metadata and uses the same functions
-as training (`prepare_image`, `model_input`), so a model file alone is enough.
+Preprocessing comes from the model's own metadata and uses the same functions as training
+(`prepare_image`, `model_input`), so a model file alone is enough. Images come through a batch
+source: the prepared split inside `dha run`, or one split decoded from a dataset spec by
+`dha evaluate --data SPEC`.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import Any
 import numpy as np
 
 from dha_pipeline.backends import Backend, load_backend
-from dha_pipeline.data.cache import build_dataset
+from dha_pipeline.data.batches import BatchSource, first_images
+from dha_pipeline.data.cache import build_split
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import write_json, write_text
+from dha_pipeline.layout import ExportLayout
 from dha_pipeline.metrics import topk_correct
 from dha_pipeline.preprocess import model_input
 from dha_pipeline.progress import console, progress_bar
@@ -68,55 +72,68 @@ def measure_latency(backend: Backend, sample: np.ndarray, runs: int) -> dict[str
             "batch32_p50": statistics.median(batch32)}
 
 
-def evaluate_model(model_path: str | Path, *, dataset: str | None = None, split: str = "test",
-                   batch_size: int = 256, latency_runs: int = 30, out: str | Path | None = None,
-                   download: bool = False) -> Evaluation:
-    """Evaluate a .onnx, .ts or .pt model on a split of `dataset` and write evaluation JSON and PNG."""
-    model_path = Path(model_path)
+def evaluate_file(model_path: str | Path, *, dataset: str | None = None, split: str = "test",
+                  batch_size: int = 256, latency_runs: int = 30, out: str | Path | None = None,
+                  download: bool = False) -> Evaluation:
+    """Evaluate a .onnx, .ts or .pt model on one split of `dataset` (default: the model's own training
+    data), decoding only that split."""
     backend = load_backend(model_path)
     meta = backend.metadata
-    classes = meta["classes"]
-    data = build_dataset(data_config_for(meta, dataset, download=download),
-                         image_size=meta["input"]["size"], channels=meta["input"]["channels"])
-    if len(data.classes) != len(classes):
-        raise DhaError(f"dataset '{data.manifest['dataset']}' has {len(data.classes)} classes but the model "
-                       f"predicts {len(classes)}",
-                       "evaluate on data with the model's classes: " + ", ".join(classes[:20]))
-    if data.classes != classes:
+    config = data_config_for(meta, dataset, download=download)
+    classes, source = build_split(config, split, image_size=meta["input"]["size"],
+                                  channels=meta["input"]["channels"])
+    return evaluate_model(model_path, source, dataset=config.dataset, split=split, classes=classes,
+                          backend=backend, batch_size=batch_size, latency_runs=latency_runs, out=out)
+
+
+def evaluate_model(model_path: str | Path, source: BatchSource, *, dataset: str, split: str, classes: list[str],
+                   backend: Backend | None = None, batch_size: int = 256, latency_runs: int = 30,
+                   out: str | Path | None = None) -> Evaluation:
+    """Evaluate a model file on the images of `source` (uint8 at the model's size) and write the
+    evaluation JSON and confusion PNG (and the model card, for an export's primary model)."""
+    model_path = Path(model_path)
+    backend = backend or load_backend(model_path)
+    meta = backend.metadata
+    model_classes = meta["classes"]
+    if len(classes) != len(model_classes):
+        raise DhaError(f"dataset '{dataset}' has {len(classes)} classes but the model predicts {len(model_classes)}",
+                       "evaluate on data with the model's classes: " + ", ".join(model_classes[:20]))
+    if classes != model_classes:
         console.print(f"[yellow]warning:[/yellow] the data's class names differ from the model's; labels are "
-                      f"matched by index (data: {data.classes[:5]}..., model: {classes[:5]}...)", highlight=False)
-    images, labels = data.x[split], data.y[split]
-    logits = np.empty((len(images), len(classes)), dtype=np.float32)
+                      f"matched by index (data: {classes[:5]}..., model: {model_classes[:5]}...)", highlight=False)
+    mean, std = meta["input"]["mean"], meta["input"]["std"]
+    logits = np.empty((len(source), len(model_classes)), dtype=np.float32)
+    labels = np.empty(len(source), dtype=np.int64)
     with progress_bar() as progress:
-        task = progress.add_task(f"evaluating {split}", total=len(images))
-        for start in range(0, len(images), batch_size):
-            batch = model_input(images[start:start + batch_size], meta["input"]["mean"], meta["input"]["std"])
-            logits[start:start + len(batch)] = backend(batch)
-            progress.advance(task, len(batch))
+        task = progress.add_task(f"evaluating {split}", total=len(source))
+        done = 0
+        for images, batch_labels in source.batches(batch_size):
+            logits[done:done + len(images)] = backend(model_input(images, mean, std))
+            labels[done:done + len(images)] = batch_labels
+            done += len(images)
+            progress.advance(task, len(images))
     top1 = topk_correct(logits, labels, 1)
     top5 = topk_correct(logits, labels, 5)
     predictions = logits.argmax(1)
-    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    matrix = np.zeros((len(model_classes), len(model_classes)), dtype=np.int64)
     np.add.at(matrix, (labels, predictions), 1)
     per_class = {name: float(top1[labels == i].mean()) if (labels == i).any() else None
-                 for i, name in enumerate(classes)}
-    latency = measure_latency(backend, model_input(images[:LATENCY_BATCH], meta["input"]["mean"],
-                                                   meta["input"]["std"]), latency_runs)
+                 for i, name in enumerate(model_classes)}
+    latency = measure_latency(backend, model_input(first_images([source], LATENCY_BATCH), mean, std), latency_runs)
     report = {
         "model": str(model_path), "top1": float(top1.mean()), "top5": float(top5.mean()),
-        "num_samples": int(len(labels)), "dataset": data.manifest["dataset"], "split": split,
-        "class_names_match": data.classes == classes, "backend": backend.name,
+        "num_samples": int(len(labels)), "dataset": dataset, "split": split,
+        "class_names_match": classes == model_classes, "backend": backend.name,
         "provider": getattr(backend, "provider", "cpu"),
         "per_class_top1": per_class, "confusion_matrix": matrix.tolist(), "latency_ms": latency,
         "throughput_ips": LATENCY_BATCH / (latency["batch32_p50"] / 1000.0),
     }
-    default_name = "evaluation.json" if model_path.name == "model.onnx" else f"evaluation.{model_path.name}.json"
-    json_path = Path(out) if out else model_path.parent / default_name
-    png_path = json_path.with_suffix(".confusion.png")
+    export = ExportLayout(model_path.parent)
+    json_path = Path(out) if out else export.evaluation_of(model_path)
+    png_path = export.confusion_of(json_path)
     write_json(json_path, report)
-    confusion_matrix(matrix, classes, png_path, f"{meta['name']} on {report['dataset']} ({split}), "
-                                                 f"top-1 {100 * report['top1']:.2f}%")
-    card = model_path.parent / "MODEL_CARD.md"
-    if model_path.name == "model.onnx" and "parity" in meta and not out:
-        write_text(card, model_card(meta, report))
+    confusion_matrix(matrix, model_classes, png_path, f"{meta['name']} on {dataset} ({split}), "
+                                                      f"top-1 {100 * report['top1']:.2f}%")
+    if json_path == export.evaluation and "parity" in meta:
+        write_text(export.model_card, model_card(meta, report))
     return Evaluation(report, json_path, png_path)

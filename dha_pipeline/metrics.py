@@ -1,4 +1,4 @@
-"""Small metric helpers: running averages, top-k accuracy, CSV history."""
+"""Small metric helpers: top-k accuracy, CSV history."""
 
 from __future__ import annotations
 
@@ -10,24 +10,6 @@ from typing import Any
 import numpy as np
 
 from dha_pipeline.fileio import write_text
-
-
-class RunningMean:
-    """Sample-weighted running mean."""
-
-    def __init__(self) -> None:
-        self.total = 0.0
-        self.count = 0
-
-    def update(self, value: float, n: int = 1) -> None:
-        """Add `n` samples whose mean is `value`."""
-        self.total += value * n
-        self.count += n
-
-    @property
-    def mean(self) -> float:
-        """Mean so far (0 before any update)."""
-        return self.total / max(self.count, 1)
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:

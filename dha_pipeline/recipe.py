@@ -20,6 +20,8 @@ import tomli_w
 
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_json, write_text
+from dha_pipeline.layout import RunLayout
+from dha_pipeline.spaces.registry import space_names
 
 
 SEARCH_SECTIONS = ("seed", "data", "model", "train", "augment", "search", "hpo")
@@ -53,10 +55,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The network: a cell-space network of a known genotype (manual mode)."""
+    """The network: its search space, and the space's settings (manual mode trains `genotype`)."""
 
-    space: str = _setting("darts", choices=("darts",))
-    genotype: str = _setting("DARTS_V2", help="name of a known genotype")
+    space: str = _setting("darts", choices=space_names(), help="the search space (spaces/registry.py)")
+    genotype: str = _setting("DARTS_V2", help="name of a known genotype of the space (manual mode)")
     init_channels: int = _setting(16, low=4, high=256)
     layers: int = _setting(8, low=3, high=30)
     stem: str = _setting("auto", choices=("auto", "small", "large"))
@@ -161,14 +163,9 @@ class Recipe:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     @property
-    def run_dir(self) -> Path:
-        """`runs/<name>/`."""
-        return Path(self.runs_dir) / self.name
-
-    @property
-    def export_dir(self) -> Path:
-        """`exports/<name>/`."""
-        return Path(self.exports_dir) / self.name
+    def layout(self) -> RunLayout:
+        """Every path of this run: `runs/<name>/` and `exports/<name>/`."""
+        return RunLayout.of(self.runs_dir, self.exports_dir, self.name)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of every setting (the resolved recipe)."""
@@ -317,11 +314,10 @@ def recipe_to_toml(recipe: Recipe) -> str:
     return tomli_w.dumps(recipe.to_dict())
 
 
-def save_resolved(recipe: Recipe, directory: str | Path) -> Path:
-    """Write `recipe.resolved.toml` and `recipe.sha256` into `directory`."""
-    directory = Path(directory)
-    target = directory / "recipe.resolved.toml"
-    write_text(target, recipe_to_toml(recipe))
-    write_text(directory / "recipe.sha256", recipe.sha256 + "\n")
-    return target
+def save_resolved(recipe: Recipe) -> Path:
+    """Write the run's `recipe.resolved.toml` and `recipe.sha256`."""
+    layout = recipe.layout
+    write_text(layout.resolved_recipe, recipe_to_toml(recipe))
+    write_text(layout.recipe_sha256, recipe.sha256 + "\n")
+    return layout.resolved_recipe
 

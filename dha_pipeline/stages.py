@@ -16,12 +16,11 @@ from typing import Any
 from dha_pipeline.data.source import parse_spec
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_file, sha256_json, write_json
+from dha_pipeline.layout import RunLayout
 from dha_pipeline.progress import console
 from dha_pipeline.recipe import SEARCH_SECTIONS, Recipe, load_recipe, save_resolved
 
-CACHE_DIR = "cache"
 STAGE_ORDER = ("prepare", "search", "derive", "export", "evaluate")
-RESOLVED_RECIPE = "recipe.resolved.toml"
 
 
 @dataclass
@@ -38,9 +37,9 @@ def resolve_recipe(target: str | Path, overrides: list[str] | None = None) -> Re
     """A recipe from a .toml file, or from a run directory's resolved recipe."""
     target = Path(target)
     if target.is_dir():
-        resolved = target / RESOLVED_RECIPE
+        resolved = RunLayout.of(target.parent, "", target.name).resolved_recipe
         if not resolved.is_file():
-            raise DhaError(f"'{target}' is not a run directory (no {RESOLVED_RECIPE})",
+            raise DhaError(f"'{target}' is not a run directory (no {resolved.name})",
                            "pass a recipe .toml or a runs/<name>/ directory")
         return load_recipe(resolved, [f"runs_dir={json.dumps(str(target.parent))}", *(overrides or [])])
     return load_recipe(target, overrides)
@@ -65,7 +64,7 @@ class Stamp:
 
     def __init__(self, recipe: Recipe, stage: str, settings: str, inputs: dict[str, str],
                  outputs: list[Path]) -> None:
-        self.path = recipe.run_dir / "stages" / f"{stage}.json"
+        self.path = recipe.layout.stamp(stage)
         self.record = {"settings": settings, "inputs": inputs, "outputs": [str(p) for p in outputs]}
 
     def is_current(self) -> bool:
@@ -94,7 +93,7 @@ def _staged(recipe: Recipe, stage: str, settings: str, inputs: dict[str, str], o
             force: bool, work: Callable[[], dict[str, Any]], skipped_summary: Callable[[], dict[str, Any]]
             ) -> StageReport:
     stamp = Stamp(recipe, stage, settings, inputs, outputs)
-    save_resolved(recipe, recipe.run_dir)
+    save_resolved(recipe)
     if not force and stamp.is_current():
         return StageReport(stage, True, skipped_summary(), outputs)
     summary = work()
@@ -104,134 +103,146 @@ def _staged(recipe: Recipe, stage: str, settings: str, inputs: dict[str, str], o
 
 def prepare(recipe: Recipe, *, force: bool = False) -> StageReport:
     """Build the verified dataset cache in runs/<name>/cache/."""
-    from dha_pipeline.data.cache import MANIFEST, build_dataset, save_cache
+    from dha_pipeline.data.cache import build_dataset, save_cache
 
-    cache = recipe.run_dir / CACHE_DIR
-    manifest = cache / MANIFEST
+    layout = recipe.layout
 
     def summary(m: dict[str, Any]) -> dict[str, Any]:
         counts = {split: sum(c) for split, c in m["counts"].items()}
         return {"dataset": m["dataset"], "classes": len(m["classes"]), **counts,
                 "image": f"{m['image_size']}x{m['image_size']}x{m['channels']}",
-                "bad files skipped": len(m["bad_files"]), "cache": str(cache)}
+                "bad files skipped": len(m["bad_files"]), "cache": str(layout.cache)}
 
     def work() -> dict[str, Any]:
         data = build_dataset(recipe.data)
-        save_cache(data, cache)
+        save_cache(data, layout.cache)
         bad_files = data.manifest["bad_files"]
         if bad_files:
-            write_json(cache / "bad_files.json", bad_files)
+            write_json(layout.bad_files, bad_files)
             console.print(f"[yellow]warning:[/yellow] skipped {len(bad_files)} unreadable image(s); "
-                          f"the list is in {cache / 'bad_files.json'}", highlight=False)
+                          f"the list is in {layout.bad_files}", highlight=False)
         return summary(data.manifest)
 
     return _staged(recipe, "prepare", recipe.section_sha256("data"), {"source": _source_stat(recipe.data.dataset)},
-                   [manifest], force, work, lambda: summary(json.loads(manifest.read_text())))
+                   [layout.manifest], force, work, lambda: summary(json.loads(layout.manifest.read_text())))
 
 
 def search(recipe: Recipe, *, force: bool = False, resume: bool = False) -> StageReport:
-    """The joint search/training from the cache; checkpoints, history, logs and plots in runs/<name>/."""
-    from dha_pipeline.data.cache import MANIFEST, load_cache
-    from dha_pipeline.search.loop import CHECKPOINT, run_search
+    """The joint search/training from the cache; the result, checkpoints, history, logs and plots in runs/<name>/."""
+    from dha_pipeline.data.cache import load_cache
+    from dha_pipeline.search.loop import run_search
+    from dha_pipeline.spaces.registry import get_space
 
-    run_dir = recipe.run_dir
-    checkpoint = run_dir / CHECKPOINT
-    summary_path = run_dir / "search" / "summary.json"
+    layout = recipe.layout
+    space = get_space(recipe.model.space)
 
     def summary(report: dict[str, Any]) -> dict[str, Any]:
         last = report["final"]
-        genotype = report["genotype"]
         hyper = report["hyperparameters"]
-        rows = {"mode": report["mode"], "components": ", ".join(report["components"]) or "none",
+        schedule = hyper["schedule"]
+        rows = {"space": report["space"], "mode": report["mode"],
+                "components": ", ".join(report["components"]) or "none",
                 "epochs": report["epochs"], "train loss": f"{last['train_loss']:.4f}",
                 "val top-1": f"{100 * last['val_top1']:.2f}%",
-                "final lr / wd": f"{hyper['lr']:.2e} / {hyper['weight_decay']:.1e}",
-                "normal cell": ", ".join(f"{op}<-{i}" for op, i in genotype["normal"]),
-                "reduce cell": ", ".join(f"{op}<-{i}" for op, i in genotype["reduce"]),
+                f"eta: base lr / wd ({'learned' if hyper['learned'] else 'fixed'})":
+                    f"{hyper['lr']:.3g} / {hyper['weight_decay']:.3g}",
+                "lr schedule": f"{schedule['kind']} to {schedule['lr_min']:g} over {schedule['epochs']} epochs, "
+                               f"{schedule['warmup_epochs']} warm-up",
+                **space.describe(space.genotype_from_dict(report["genotype"])),
                 "child params / MACs": f"{report['params']:,} / {report['macs']:,}",
                 "seconds": f"{report['seconds']:.1f}"}
         if report["da_policy"]:
             top = list(report["da_policy"].items())[:3]
             rows["top policy pairs"] = ", ".join(f"{pair} {100 * p:.1f}%" for pair, p in top)
-        return {**rows, "checkpoint": str(checkpoint)}
+        return {**rows, "result": str(layout.result)}
 
     def work() -> dict[str, Any]:
-        outcome = run_search(recipe, load_cache(run_dir / CACHE_DIR), resume=resume)
-        rows = summary(json.loads(summary_path.read_text()))
+        outcome = run_search(recipe, load_cache(layout.cache, ("train", "val")), resume=resume)
+        rows = summary(json.loads(layout.summary.read_text()))
         if outcome.resumed_from:
             rows["resumed from"] = outcome.resumed_from
         return rows
 
-    inputs = _file_hashes(run_dir / CACHE_DIR / MANIFEST)
-    return _staged(recipe, "search", recipe.section_sha256(*SEARCH_SECTIONS), inputs, [checkpoint, summary_path],
-                   force or resume, work, lambda: summary(json.loads(summary_path.read_text())))
+    inputs = _file_hashes(layout.manifest)
+    return _staged(recipe, "search", recipe.section_sha256(*SEARCH_SECTIONS), inputs,
+                   [layout.result, layout.checkpoint, layout.summary], force or resume, work,
+                   lambda: summary(json.loads(layout.summary.read_text())))
 
 
 def derive(recipe: Recipe, *, force: bool = False) -> StageReport:
     """The trained network as a plain child module in runs/<name>/derived/."""
-    from dha_pipeline.derive import CHILD, derive_child, load_child
-    from dha_pipeline.search.loop import CHECKPOINT
+    from dha_pipeline.derive import derive_child, load_child
+    from dha_pipeline.spaces.registry import get_space
 
-    child_path = recipe.run_dir / CHILD
+    layout = recipe.layout
 
     def summary(child: Any, gap: float | None) -> dict[str, Any]:
-        return {"genotype": "normal " + ", ".join(f"{op}<-{i}" for op, i in child.config.genotype.normal),
-                "layers x channels": f"{child.config.layers} x {child.config.init_channels}",
-                **({"max |child - trained|": f"{gap:.1e}"} if gap is not None else {}), "child": str(child_path)}
+        space = get_space(child.space)
+        return {"space": child.space, **space.describe(space.genotype_from_dict(child.info["genotype"])),
+                **({"max |child - trained|": f"{gap:.1e}"} if gap is not None else {}), "child": str(layout.child)}
 
     def work() -> dict[str, Any]:
-        child, gap = derive_child(recipe.run_dir / CHECKPOINT, child_path)
+        child, gap = derive_child(layout.result, layout.child, layout.child_genotype)
         return summary(child, gap)
 
-    return _staged(recipe, "derive", "", _file_hashes(recipe.run_dir / CHECKPOINT), [child_path], force, work,
-                   lambda: summary(load_child(child_path), None))
+    return _staged(recipe, "derive", "", _file_hashes(layout.result), [layout.child], force, work,
+                   lambda: summary(load_child(layout.child), None))
 
 
 def export(recipe: Recipe, *, force: bool = False) -> StageReport:
-    """Parity-gated ONNX/TorchScript files with metadata in exports/<name>/."""
-    from dha_pipeline.data.cache import MANIFEST, load_cache
-    from dha_pipeline.derive import CHILD, load_child
-    from dha_pipeline.export.exporter import FORMATS, check_formats, export_child
+    """Parity-gated model files with metadata in exports/<name>/."""
+    from dha_pipeline.data.cache import load_cache
+    from dha_pipeline.derive import load_child
+    from dha_pipeline.export.exporter import check_formats, export_child, parity_images
 
     formats = check_formats(recipe.export.formats)
-    export_dir = recipe.export_dir
-    outputs = [export_dir / FORMATS[f].filename for f in formats] + [export_dir / "metadata.json"]
+    layout = recipe.layout
+    exports = layout.exports
+    outputs = [exports.model(f) for f in formats] + [exports.metadata]
 
     def summary(metadata: dict[str, Any]) -> dict[str, Any]:
         parity = metadata["parity"]
         return {"formats": ", ".join(formats), "params": f"{metadata['params']:,}", "MACs": f"{metadata['macs']:,}",
                 "parity max |diff|": f"{parity['max_abs_diff']:.2e}",
                 "parity top-1 agreement": f"{100 * parity['top1_agreement']:.2f}% of {parity['num_samples']}",
-                "directory": str(export_dir)}
+                "directory": str(exports.root)}
 
     def work() -> dict[str, Any]:
-        result = export_child(load_child(recipe.run_dir / CHILD), recipe.name, load_cache(recipe.run_dir / CACHE_DIR),
-                              recipe.export, formats, export_dir)
+        count = recipe.export.parity_samples
+        val = load_cache(layout.cache, ("val",)).source("val")
+        train = load_cache(layout.cache, ("train",)).source("train") if len(val) < count else None
+        images, images_source = parity_images(val, train, count)
+        result = export_child(load_child(layout.child), recipe.name, images, images_source, recipe.export, formats,
+                              exports)
         return summary(result.metadata)
 
-    inputs = _file_hashes(recipe.run_dir / CHILD, recipe.run_dir / CACHE_DIR / MANIFEST)
+    inputs = _file_hashes(layout.child, layout.manifest)
     return _staged(recipe, "export", recipe.section_sha256("name", "exports_dir", "export"), inputs, outputs, force,
-                   work, lambda: summary(json.loads((export_dir / "metadata.json").read_text())))
+                   work, lambda: summary(json.loads(exports.metadata.read_text())))
 
 
 def evaluate(recipe: Recipe, *, force: bool = False) -> StageReport:
-    """onnxruntime evaluation of the exported model on the recipe's held-out split."""
+    """onnxruntime (or TorchScript) evaluation of the exported model on the prepared held-out split."""
+    from dha_pipeline.data.cache import load_cache
     from dha_pipeline.evaluate import evaluate_model
 
-    model = recipe.export_dir / "model.onnx"
-    report_path = recipe.export_dir / "evaluation.json"
+    layout = recipe.layout
+    model = layout.exports.primary_model(recipe.export.formats)
+    split = recipe.evaluate.split
 
     def summary(report: dict[str, Any]) -> dict[str, Any]:
-        return evaluation_summary(report, report_path)
+        return evaluation_summary(report, layout.exports.evaluation)
 
     def work() -> dict[str, Any]:
-        result = evaluate_model(model, dataset=recipe.data.dataset, split=recipe.evaluate.split,
-                                batch_size=recipe.evaluate.batch_size, latency_runs=recipe.evaluate.latency_runs,
-                                download=recipe.data.download)
+        data = load_cache(layout.cache, (split,))
+        result = evaluate_model(model, data.source(split), dataset=data.manifest["dataset"], split=split,
+                                classes=data.classes, batch_size=recipe.evaluate.batch_size,
+                                latency_runs=recipe.evaluate.latency_runs, out=layout.exports.evaluation)
         return summary(result.report)
 
-    return _staged(recipe, "evaluate", recipe.section_sha256("data", "evaluate"), _file_hashes(model), [report_path],
-                   force, work, lambda: summary(json.loads(report_path.read_text())))
+    return _staged(recipe, "evaluate", recipe.section_sha256("evaluate"), _file_hashes(model, layout.manifest),
+                   [layout.exports.evaluation], force, work,
+                   lambda: summary(json.loads(layout.exports.evaluation.read_text())))
 
 
 def evaluation_summary(report: dict[str, Any], path: Path) -> dict[str, Any]:

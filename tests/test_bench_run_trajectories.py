@@ -32,7 +32,7 @@ def test_a_manual_run_reads_its_own_history_and_follows_the_schedule(run_dir: Pa
     assert row[1] == f"{100 * float(epochs[-1]['val_top1']):.1f}"
     assert row[2] == f"{100 * max(float(epoch['val_top1']) for epoch in epochs):.1f}"
     assert row[3] == f"{100 * float(epochs[-1]['train_top1']):.1f}"
-    # Without HPO the logged lr is the scheduled one, so the reconstruction must give exactly 1.
+    # Without HPO eta's base lr is the recipe's own.
     assert row[4] == "1.00"
     assert row[5].endswith(f"/{len(summary['genotype']['normal'])}")
     assert row[6] == f"{summary['params']:,}"
@@ -51,6 +51,8 @@ def test_a_dha_run_names_its_top_policy_pair(tmp_path: Path) -> None:
     row = cells(load_bench_script("run_trajectories").trajectory_row(run_dir))
     assert len(row) == 8 and row[0] == "tiny"
     assert row[7] == next(iter(summary["da_policy"]))
+    late = history(run_dir)[9 * len(history(run_dir)) // 10 - 1]
+    assert row[4] == f"{float(late['lr']) / 0.05:.2f}" and float(late["lr"]) != 0.05, "HPO moved eta's base lr"
 
 
 def test_no_finished_run_is_an_error(tmp_path: Path) -> None:

@@ -521,8 +521,10 @@ def test_imagefolder_source(folder: Path) -> None:
         shapes = [image.shape for image in source.splits[split].images]
         assert shapes[0] == (12, 9) and shapes[6] == (12, 9)  # 0.jpg is grayscale
         assert shapes[1] == (13, 11, 3) and shapes[5] == (17, 19, 3)
-    assert source.bad_files == []
-    assert source.fingerprint == load_source(f"imagefolder:{folder}").fingerprint
+    assert source.bad_files == [] and source.fingerprint is None  # files are hashed when they are decoded
+    first = build_dataset(DataConfig(dataset=f"imagefolder:{folder}", image_size=8))
+    assert first.manifest["source_sha256"] == build_dataset(
+        DataConfig(dataset=f"imagefolder:{folder}", image_size=8)).manifest["source_sha256"]
 
 
 def test_imagefolder_mixed_images_resize_to_rgb(tmp_path: Path) -> None:
@@ -575,10 +577,11 @@ def test_imagefolder_classes_sorted_and_hidden_ignored(tmp_path: Path) -> None:
 
 def test_imagefolder_corrupt_image_one_error(tmp_path: Path) -> None:
     root = make_imagefolder(tmp_path / "ds")
-    bad = [garbage(root / "train" / "cat" / "2.jpg"), garbage(root / "train" / "dog" / "9.jpg")]
+    bad = [garbage(root / "train" / "cat" / "2.jpg"), garbage(root / "test" / "dog" / "9.jpg")]
+    load_source(f"imagefolder:{root}")  # listing reads no pixels
     with pytest.raises(DhaError, match=r"2 unreadable image\(s\)") as info:
-        load_source(f"imagefolder:{root}")
-    for path in bad:
+        build_dataset(DataConfig(dataset=f"imagefolder:{root}", image_size=8))
+    for path in bad:  # one error names every unreadable file, whichever split it fell into
         assert str(path) in str(info.value)
 
 
@@ -597,11 +600,11 @@ def test_imagefolder_skip_bad(tmp_path: Path) -> None:
 
 
 def test_imagefolder_all_bad_in_a_split(tmp_path: Path) -> None:
-    root = make_imagefolder(tmp_path / "ds", per_class=1)
+    root = make_imagefolder(tmp_path / "ds", per_class=2, splits=("train", "val", "test"))
     for path in split_files(root, "test"):
         garbage(path)
     with pytest.raises(DhaError, match="no readable images") as info:
-        load_source(f"imagefolder:{root}", skip_bad=True)
+        build_dataset(DataConfig(dataset=f"imagefolder:{root}", image_size=8, skip_bad=True))
     assert str(root / "test") in str(info.value)
 
 

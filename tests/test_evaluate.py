@@ -15,11 +15,12 @@ import pytest
 from PIL import Image
 
 from cli.main import main
-from conftest import make_npz
+from conftest import make_imagefolder, make_npz
 from dha_pipeline.backends import BACKENDS, OnnxBackend, TorchBackend, TorchScriptBackend, load_backend
+from dha_pipeline.data import cache
 from dha_pipeline.data.cache import load_cache
 from dha_pipeline.errors import DhaError
-from dha_pipeline.evaluate import LATENCY_BATCH, LATENCY_WARMUP, data_config_for, evaluate_model, measure_latency
+from dha_pipeline.evaluate import LATENCY_BATCH, LATENCY_WARMUP, data_config_for, evaluate_file, measure_latency
 from dha_pipeline.preprocess import model_input
 from dha_pipeline.recipe import DataConfig
 
@@ -102,7 +103,7 @@ def test_stage_confusion_png_is_a_png(export_dir: Path) -> None:
 
 
 def test_backends_agree_on_the_same_data(models: dict[str, Path], stage_report: dict) -> None:
-    results = {kind: evaluate_model(path, split="test", batch_size=128, latency_runs=1)
+    results = {kind: evaluate_file(path, split="test", batch_size=128, latency_runs=1)
                for kind, path in models.items()}
     backends = {kind: result.report["backend"] for kind, result in results.items()}
     assert backends == {"onnx": "onnxruntime", "ts": "torchscript", "pt": "torch"}
@@ -128,7 +129,7 @@ def test_backends_agree_on_the_same_data(models: dict[str, Path], stage_report: 
 
 def test_evaluate_out_path_and_other_split(models: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "reports" / "val.json"
-    result = evaluate_model(models["onnx"], split="val", latency_runs=1, out=out)
+    result = evaluate_file(models["onnx"], split="val", latency_runs=1, out=out)
     assert result.json_path == out and out.is_file()
     assert result.confusion_png == tmp_path / "reports" / "val.confusion.png"
     assert is_png(result.confusion_png)
@@ -155,7 +156,7 @@ def test_cli_evaluate_writes_report(models: dict[str, Path], tmp_path: Path,
 
 def test_evaluate_on_an_npz_with_the_models_classes(models: dict[str, Path], tmp_path: Path) -> None:
     npz = make_npz(tmp_path / "ten.npz", n_train=100, n_test=30, size=8, classes=tuple(DIGIT_CLASSES))
-    result = evaluate_model(models["onnx"], dataset=f"npz:{npz}", latency_runs=1, out=tmp_path / "npz.json")
+    result = evaluate_file(models["onnx"], dataset=f"npz:{npz}", latency_runs=1, out=tmp_path / "npz.json")
     check_report(result.report, DIGIT_CLASSES)
     assert result.report["dataset"] == f"npz:{npz}"
     assert result.report["num_samples"] == 30
@@ -166,9 +167,38 @@ def test_evaluate_warns_when_class_names_differ(models: dict[str, Path], tmp_pat
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     names = tuple(f"c{i}" for i in range(10))
     npz = make_npz(tmp_path / "renamed.npz", n_train=100, n_test=30, size=8, classes=names)
-    result = evaluate_model(models["onnx"], dataset=f"npz:{npz}", latency_runs=1, out=tmp_path / "r.json")
+    result = evaluate_file(models["onnx"], dataset=f"npz:{npz}", latency_runs=1, out=tmp_path / "r.json")
     assert result.report["class_names_match"] is False
     assert "class names differ" in capsys.readouterr().err
+
+
+def _grey_digits_folder(root: Path) -> Path:
+    """An ImageFolder of 10 classes (8x8 grayscale), so the tiny digits model can score it."""
+    return make_imagefolder(root, classes=tuple(DIGIT_CLASSES), per_class=10, size=(8, 8))
+
+
+def test_evaluate_decodes_only_the_split_it_scores(models: dict[str, Path], tmp_path: Path) -> None:
+    root = _grey_digits_folder(tmp_path / "folder")
+    (root / "train" / "3" / "broken.png").write_bytes(b"not an image")  # never decoded for the test split
+    result = evaluate_file(models["onnx"], dataset=f"imagefolder:{root}", split="test", latency_runs=1,
+                           out=tmp_path / "folder.json")
+    assert result.report["num_samples"] == 100 and result.report["split"] == "test"
+
+
+def test_a_split_carved_from_train_decodes_only_its_own_images(models: dict[str, Path], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _grey_digits_folder(tmp_path / "folder")
+    decoded: list[int] = []
+    real = cache.decode_files
+
+    def counting(paths, **kwargs):  # type: ignore[no-untyped-def]
+        decoded.append(len(paths))
+        return real(paths, **kwargs)
+
+    monkeypatch.setattr(cache, "decode_files", counting)
+    result = evaluate_file(models["onnx"], dataset=f"imagefolder:{root}", split="val", latency_runs=1,
+                           out=tmp_path / "val.json")
+    assert decoded == [result.report["num_samples"]] == [10], "only val's 10 images, not train's 100, are decoded"
 
 
 # --------------------------------------------------------------------------- user errors: exit 2, one line
@@ -188,7 +218,7 @@ def test_cli_class_count_mismatch(models: dict[str, Path], tmp_path: Path,
 def test_class_count_mismatch_raises_dha_error(models: dict[str, Path], tmp_path: Path) -> None:
     npz = make_npz(tmp_path / "abcd.npz", classes=("a", "b", "c", "d"))
     with pytest.raises(DhaError, match=r"4 classes.*predicts 10"):
-        evaluate_model(models["ts"], dataset=f"npz:{npz}", latency_runs=1)
+        evaluate_file(models["ts"], dataset=f"npz:{npz}", latency_runs=1)
 
 
 @pytest.mark.parametrize("name, expected", [

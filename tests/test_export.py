@@ -18,8 +18,9 @@ import pytest
 import torch
 
 from cli.main import main
+from dha_pipeline.data.batches import ArraySource
 from dha_pipeline.data.cache import PreparedData, load_cache
-from dha_pipeline.derive import CHILD, EXACTNESS_TOLERANCE, Child, derive_child, load_child
+from dha_pipeline.derive import EXACTNESS_TOLERANCE, Child, derive_child, load_child
 from dha_pipeline.errors import CheckFailed, DhaError
 from dha_pipeline.export import exporter
 from dha_pipeline.export.exporter import FORMATS, build_metadata, check_formats, export_child, parity_images
@@ -28,10 +29,10 @@ from dha_pipeline.export.metadata import (METADATA_KEY, TORCHSCRIPT_EXTRA_FILE, 
 from dha_pipeline.export.parity import Parity, compare_logits
 from dha_pipeline.export.torchscript_format import load_torchscript
 from dha_pipeline.preprocess import model_input
+from dha_pipeline.layout import MODEL_FILES, ExportLayout, RunLayout
 from dha_pipeline.recipe import ExportConfig
-from dha_pipeline.search.checkpoint import load_checkpoint, save_checkpoint
-from dha_pipeline.search.loop import CHECKPOINT
-from dha_pipeline.spaces.darts import DartsNetwork, NetworkConfig
+from dha_pipeline.search.result import SearchResult
+from dha_pipeline.spaces.darts.network import DartsNetwork, NetworkConfig
 
 DESIGN_KEYS = {"name", "classes", "input", "search_space", "genotype", "components", "mode", "da_policy",
                "hyperparameters", "params", "macs", "recipe_sha256", "parity", "versions"}
@@ -47,13 +48,23 @@ def metadata(export_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def child(run_dir: Path) -> Child:
-    return load_child(run_dir / CHILD)
+def layout(run_dir: Path, export_dir: Path) -> RunLayout:
+    return RunLayout(run_dir, ExportLayout(export_dir))
 
 
 @pytest.fixture(scope="module")
-def data(run_dir: Path) -> PreparedData:
-    return load_cache(run_dir / "cache")
+def child(layout: RunLayout) -> Child:
+    return load_child(layout.child)
+
+
+@pytest.fixture(scope="module")
+def data(layout: RunLayout) -> PreparedData:
+    return load_cache(layout.cache)
+
+
+def parity_set(data: PreparedData, count: int = 256) -> tuple[np.ndarray, str]:
+    """The parity images export takes from the prepared splits."""
+    return parity_images(data.source("val"), data.source("train"), count)
 
 
 @pytest.fixture(scope="module")
@@ -151,13 +162,13 @@ def test_metadata_has_every_design_key(metadata: dict, child: Child) -> None:
     assert all(s > 0 for s in spec["std"])
     assert metadata["search_space"] == "darts"
     assert metadata["mode"] == "manual"
-    assert metadata["genotype"] == child.config.genotype.to_dict()
+    assert metadata["genotype"] == child.model.config.genotype.to_dict() == child.info["genotype"]
     assert set(metadata["genotype"]) >= {"normal", "reduce"}
-    assert isinstance(metadata["components"], list)
-    assert "da_policy" in metadata
+    assert metadata["components"] == [] and metadata["da_policy"] is None
     hyper = metadata["hyperparameters"]
-    assert {"lr", "weight_decay"} <= set(hyper)
-    assert hyper["lr"] > 0 and hyper["weight_decay"] >= 0
+    # eta as set (manual mode: fixed), not the cosine-scheduled lr of the last step (near 0 after 2 epochs)
+    assert hyper["lr"] == 0.05 and hyper["weight_decay"] == 3e-4 and hyper["learned"] is False
+    assert hyper["schedule"] == {"kind": "cosine", "lr_min": 0.0, "warmup_epochs": 0, "epochs": 2, "momentum": 0.9}
     assert metadata["params"] == sum(p.numel() for p in child.model.parameters()) > 0
     assert isinstance(metadata["macs"], int) and metadata["macs"] > 0
     assert len(metadata["recipe_sha256"]) == 64
@@ -249,24 +260,24 @@ def test_check_formats() -> None:
         check_formats(["onnx", "tflite"])
     with pytest.raises(DhaError, match="no export format"):
         check_formats([])
-    assert FORMATS["onnx"].filename == "model.onnx" and FORMATS["torchscript"].filename == "model.ts"
+    assert set(FORMATS) == set(MODEL_FILES)
+    assert MODEL_FILES == {"onnx": "model.onnx", "torchscript": "model.ts"}
 
 
-def _fake_data(n_val: int, n_train: int) -> PreparedData:
-    x = {"val": np.full((n_val, 4, 4, 1), 1, np.uint8), "train": np.full((n_train, 4, 4, 1), 2, np.uint8),
-         "test": np.zeros((1, 4, 4, 1), np.uint8)}
-    y = {k: np.zeros(len(v), np.int64) for k, v in x.items()}
-    return PreparedData(["a"], x, y, [0.5], [0.25], {})
+def _source(n: int, value: int) -> ArraySource:
+    return ArraySource(np.full((n, 4, 4, 1), value, np.uint8), np.zeros(n, np.int64))
 
 
 def test_parity_images_prefers_val_and_tops_up_from_train() -> None:
-    images, source = parity_images(_fake_data(10, 50), 8)
+    images, source = parity_images(_source(10, 1), _source(50, 2), 8)
     assert source == "val" and len(images) == 8 and (images == 1).all()
-    images, source = parity_images(_fake_data(10, 50), 25)
+    images, source = parity_images(_source(10, 1), _source(50, 2), 25)
     assert source == "val+train" and len(images) == 25
     assert (images[:10] == 1).all() and (images[10:] == 2).all()
-    images, _ = parity_images(_fake_data(3, 4), 100)
+    images, _ = parity_images(_source(3, 1), _source(4, 2), 100)
     assert len(images) == 7
+    images, source = parity_images(_source(3, 1), None, 100)
+    assert source == "val" and len(images) == 3
 
 
 # --------------------------------------------------------------------------- compare_logits / Parity
@@ -327,7 +338,7 @@ def test_export_child_writes_requested_formats_and_removes_stale_ones(tmp_path: 
     target.mkdir(parents=True)
     (target / "model.ts").write_text("stale torchscript from an earlier export")
     (target / "notes.txt").write_text("kept")
-    result = export_child(child, "tiny", data, ExportConfig(), ["onnx"], target)
+    result = export_child(child, "tiny", *parity_set(data), ExportConfig(), ["onnx"], ExportLayout(target))
     assert result.files == {"onnx": target / "model.onnx"}
     assert set(result.parity) == {"onnx"}
     assert result.parity["onnx"].passes(1e-3, 0.999)
@@ -345,7 +356,7 @@ def test_parity_gate_failure_writes_nothing(monkeypatch: pytest.MonkeyPatch, tmp
     target = parent / "tiny"
     with pytest.raises(CheckFailed) as failure:
         # torchscript passes first; the later onnx failure must still leave no file behind
-        export_child(child, "tiny", data, ExportConfig(), ["torchscript", "onnx"], target)
+        export_child(child, "tiny", *parity_set(data), ExportConfig(), ["torchscript", "onnx"], ExportLayout(target))
     assert failure.value.exit_code == 1
     message = str(failure.value)
     assert "onnx" in message and "parity" in message and "nothing was written" in message
@@ -362,7 +373,7 @@ def test_parity_gate_failure_keeps_an_earlier_export_untouched(monkeypatch: pyte
     before = {p.name: p.read_bytes() for p in target.iterdir()}
     perturb_onnx_parity(monkeypatch)
     with pytest.raises(CheckFailed):
-        export_child(child, "tiny", data, ExportConfig(), ["onnx"], target)
+        export_child(child, "tiny", *parity_set(data), ExportConfig(), ["onnx"], ExportLayout(target))
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert staging_leftovers(target.parent) == []
 
@@ -399,35 +410,37 @@ def test_cli_export_unknown_format_exits_2(tmp_path: Path, run_dir: Path,
 # --------------------------------------------------------------------------- derive
 
 
-def _trained_network(checkpoint: Path) -> DartsNetwork:
-    state = load_checkpoint(checkpoint)
-    network = DartsNetwork(NetworkConfig.from_dict(state["network"]))
-    network.load_state_dict(state["parts"]["model"])
+def _trained_network(result: Path) -> DartsNetwork:
+    trained = SearchResult.load(result)
+    network = DartsNetwork(NetworkConfig.from_dict(trained.network))
+    network.load_state_dict(trained.state_dict)
     return network.eval()
 
 
-def test_child_logits_equal_trained_network(run_dir: Path, child: Child, data: PreparedData) -> None:
-    trained = _trained_network(run_dir / CHECKPOINT)
+def test_child_logits_equal_trained_network(layout: RunLayout, child: Child, data: PreparedData) -> None:
+    trained = _trained_network(layout.result)
     inputs = model_input(data.x["val"][:64], child.mean, child.std)
     np.testing.assert_allclose(torch_logits(child.model, inputs), torch_logits(trained, inputs),
                                atol=EXACTNESS_TOLERANCE, rtol=0)
 
 
-def test_derive_child_round_trip(tmp_path: Path, run_dir: Path, child: Child) -> None:
+def test_derive_child_round_trip(tmp_path: Path, layout: RunLayout, child: Child) -> None:
     target = tmp_path / "derived" / "child.pt"
-    derived, gap = derive_child(run_dir / CHECKPOINT, target)
+    derived, gap = derive_child(layout.result, target, target.parent / "genotype.json")
     assert 0.0 <= gap <= EXACTNESS_TOLERANCE
     assert target.is_file()
     assert json.loads((target.parent / "genotype.json").read_text()) == derived.info["genotype"]
     assert not derived.model.training
-    assert derived.config.auxiliary is False and derived.config.drop_path == 0.0
-    assert derived.info["mode"] == "manual" and derived.info["search_space"] == "darts"
+    assert derived.model.config.auxiliary is False and derived.model.config.drop_path == 0.0
+    assert derived.info["mode"] == "manual" and derived.info["search_space"] == "darts" == derived.space
+    assert (derived.channels, derived.image_size) == (1, 8)
 
     loaded = load_child(target)
     assert loaded.classes == derived.classes == DIGIT_CLASSES
     assert loaded.mean == derived.mean and loaded.std == derived.std
     assert loaded.info == derived.info
-    assert loaded.config == derived.config
+    assert loaded.model.config == derived.model.config
+    assert (loaded.space, loaded.channels, loaded.image_size) == (derived.space, derived.channels, derived.image_size)
     assert not loaded.model.training
     original, reloaded = derived.model.state_dict(), loaded.model.state_dict()
     assert original.keys() == reloaded.keys()
@@ -439,33 +452,42 @@ def test_derive_child_round_trip(tmp_path: Path, run_dir: Path, child: Child) ->
     assert child.info == derived.info
 
 
-def test_derive_strips_auxiliary_head_and_drop_path(tmp_path: Path, run_dir: Path, data: PreparedData) -> None:
-    state = load_checkpoint(run_dir / CHECKPOINT)
-    config = dataclasses.replace(NetworkConfig.from_dict(state["network"]), auxiliary=True, drop_path=0.3)
+def test_derive_strips_auxiliary_head_and_drop_path(tmp_path: Path, layout: RunLayout, data: PreparedData) -> None:
+    result = SearchResult.load(layout.result)
+    config = dataclasses.replace(NetworkConfig.from_dict(result.network), auxiliary=True, drop_path=0.3)
     torch.manual_seed(0)
     trained = DartsNetwork(config)
     assert trained.auxiliary_head is not None
-    checkpoint = tmp_path / "last.pt"
-    save_checkpoint({**state, "network": config.to_dict(), "parts": {**state["parts"], "model": trained.state_dict()}},
-                    checkpoint)
+    with_head = tmp_path / "result.pt"
+    dataclasses.replace(result, network=config.to_dict(), state_dict=trained.state_dict()).save(with_head)
 
-    derived, gap = derive_child(checkpoint, tmp_path / "derived" / "child.pt")
+    derived, gap = derive_child(with_head, tmp_path / "derived" / "child.pt", tmp_path / "derived" / "genotype.json")
     assert gap <= EXACTNESS_TOLERANCE
-    assert derived.config.auxiliary is False and derived.config.drop_path == 0.0
+    assert derived.model.config.auxiliary is False and derived.model.config.drop_path == 0.0
     assert derived.model.auxiliary_head is None
     assert not any(k.startswith("auxiliary_head.") for k in derived.model.state_dict())
-    inputs = model_input(data.x["val"][:16], state["mean"], state["std"])
-    np.testing.assert_allclose(torch_logits(derived.model, inputs), torch_logits(trained, inputs),
+    inputs = model_input(data.x["val"][:16], result.mean, result.std)
+    np.testing.assert_allclose(torch_logits(derived.model, inputs), torch_logits(trained.eval(), inputs),
                                atol=EXACTNESS_TOLERANCE, rtol=0)
 
 
-def test_derive_child_bad_checkpoints(tmp_path: Path) -> None:
+def test_derive_child_bad_results(tmp_path: Path, layout: RunLayout) -> None:
+    child, genotype = tmp_path / "child.pt", tmp_path / "genotype.json"
     with pytest.raises(DhaError, match="does not exist"):
-        derive_child(tmp_path / "missing.pt", tmp_path / "child.pt")
+        derive_child(tmp_path / "missing.pt", child, genotype)
     bad = tmp_path / "bad.pt"
     bad.write_text("not a checkpoint")
     with pytest.raises(DhaError, match="cannot be read"):
-        derive_child(bad, tmp_path / "child.pt")
+        derive_child(bad, child, genotype)
+    with pytest.raises(DhaError, match="not a search result"):
+        derive_child(layout.checkpoint, child, genotype)  # the resume checkpoint is not what derive reads
     with pytest.raises(DhaError, match="does not exist"):
         load_child(tmp_path / "missing_child.pt")
-    assert not (tmp_path / "child.pt").exists()
+    assert not child.exists() and not genotype.exists()
+
+
+def test_model_card_reports_eta_with_its_schedule(export_dir: Path) -> None:
+    card = (export_dir / "MODEL_CARD.md").read_text()
+    assert ("eta (fixed by the recipe): base learning rate 0.05, weight decay 0.0003; schedule: 0 warm-up "
+            "epochs, then cosine to 0 over 2 epochs, momentum 0.9") in card
+    assert "## Evaluation" in card and "top-1" in card

@@ -25,6 +25,12 @@ from dha_pipeline.search.hpo import (
 MOMENTUM = 0.9
 
 
+def write_eta(optimizer: HyperSGD, hyper: HyperOptimizer) -> None:
+    """What the hyper learner does after a hyper-step (no schedule here): eta into every param group."""
+    for group in optimizer.param_groups:
+        group["lr"], group["weight_decay"] = hyper.params.lr, hyper.params.wd
+
+
 def least_squares(seed: int = 0) -> tuple[nn.Linear, list[tuple[torch.Tensor, torch.Tensor]]]:
     """A float64 nn.Linear(20, 10) (210 parameters) and three regression batches."""
     generator = torch.Generator().manual_seed(seed)
@@ -115,12 +121,13 @@ def run_quadratic(lr: float, steps: int, lr_bounds: tuple[float, float] = (1e-7,
     theta = nn.Parameter(torch.zeros(300, dtype=torch.float64))
     optimizer = HyperSGD([theta], lr=lr, momentum=MOMENTUM)
     hyper = HyperOptimizer(HyperParams.from_values(lr, 1e-4, lr_bounds, (1e-6, 1e-2)), hyper_lr)
-    hyper.apply(optimizer)
+    write_eta(optimizer, hyper)
     history = []
     for _ in range(steps):
         optimizer.zero_grad()
         (0.5 * (curvature * (theta - centre) ** 2).sum()).backward()
         hyper.step(optimizer, hyper.gradients(optimizer))
+        write_eta(optimizer, hyper)
         optimizer.step()
         history.append(hyper.params.lr)
         assert lr_bounds[0] <= hyper.params.lr <= lr_bounds[1]
@@ -225,11 +232,12 @@ def test_state_round_trip() -> None:
     model, batches = least_squares()
     optimizer = two_groups(model, 0.05, 0.02, 1.0)
     hyper = HyperOptimizer(HyperParams.from_values(0.05, 0.02, (1e-4, 0.5), (1e-6, 0.1)), 0.02)
-    hyper.apply(optimizer)
+    write_eta(optimizer, hyper)
     for batch in batches[:2]:
         optimizer.zero_grad()
         mse(model, batch).backward()
         hyper.step(optimizer, hyper.gradients(optimizer))
+        write_eta(optimizer, hyper)
         optimizer.step()
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "hyper": hyper.state_dict()},
@@ -248,6 +256,7 @@ def test_state_round_trip() -> None:
         opt.zero_grad()
         mse(m, batches[2]).backward()
         assert hyp.step(opt, hyp.gradients(opt)) != (0.0, 0.0)
+        write_eta(opt, hyp)
         opt.step()
     assert (twin_hyper.params.lr, twin_hyper.params.wd) == (hyper.params.lr, hyper.params.wd)
     for p, q in zip(model.parameters(), twin.parameters()):

@@ -9,17 +9,26 @@ import pytest
 import torch
 from sklearn.linear_model import Lasso
 
-from dha_pipeline.search.ista import (
-    CELL_TYPES,
-    NUM_NODES,
-    ArchCode,
-    fista,
-    measurement_matrix,
-    one_step_weights,
-    select_support,
-)
-from dha_pipeline.spaces.genotype import Genotype
-from dha_pipeline.spaces.operations import PRIMITIVES
+from dha_pipeline.search.ista import ArchCode, fista, measurement_matrix, one_step_weights, select_support
+from dha_pipeline.spaces.base import DecisionPoint
+from dha_pipeline.spaces.darts import SPACE
+from dha_pipeline.spaces.darts.genotype import Genotype
+from dha_pipeline.spaces.darts.operations import PRIMITIVES
+from dha_pipeline.spaces.darts.supernet import CELL_TYPES
+from dha_pipeline.spaces.darts.supernet import NODES as NUM_NODES
+
+POINTS = SPACE.decision_points()
+
+
+def darts_code(seed: int, **kwargs: float) -> ArchCode:
+    """The codes of the DARTS cell space."""
+    return ArchCode(POINTS, seed, **kwargs)
+
+
+def cell_weights(arch: ArchCode, cell_type: str) -> list[tuple[int, list]]:
+    """(node, active candidates) of one cell type."""
+    weights = arch.weights()
+    return [(i, weights[(cell_type, i)]) for i in range(NUM_NODES)]
 
 
 def lasso_objective(A: np.ndarray, b: np.ndarray, x: np.ndarray, lam: float) -> float:
@@ -86,14 +95,14 @@ def test_select_support_two_distinct_edges_best_op_by_magnitude() -> None:
     x[1, 2] = 2.0
     x[1, 6] = 1.9    # same edge as the runner-up: must not give edge 1 twice
     x[0, 0] = 1.0
-    assert select_support(x.reshape(-1), num_inputs=4) == [(1, 2), (3, 6)]
+    assert select_support(x.reshape(-1), num_inputs=4, num_ops=7, k=2) == [(1, 2), (3, 6)]
     assert PRIMITIVES[6] == "dil_conv_5x5"
 
 
 def test_select_support_ties_are_deterministic() -> None:
-    assert select_support(torch.zeros(21), num_inputs=3) == [(0, 0), (1, 0)]
+    assert select_support(torch.zeros(21), num_inputs=3, num_ops=7, k=2) == [(0, 0), (1, 0)]
     x = torch.ones(3, 7)
-    assert select_support(x.reshape(-1), num_inputs=3) == [(0, 0), (1, 0)]
+    assert select_support(x.reshape(-1), num_inputs=3, num_ops=7, k=2) == [(0, 0), (1, 0)]
 
 
 def test_one_step_weights_match_closed_form() -> None:
@@ -103,73 +112,73 @@ def test_one_step_weights_match_closed_form() -> None:
     index = [0 * 7 + 4, 2 * 7 + 6]
     expected = np.zeros(21)
     expected[index] = x[index] + A[:, index].T @ (b - A[:, index] @ x[index])
-    w = one_step_weights(torch.from_numpy(A), torch.from_numpy(b), torch.from_numpy(x), support)
+    w = one_step_weights(torch.from_numpy(A), torch.from_numpy(b), torch.from_numpy(x), support, num_ops=7)
     np.testing.assert_allclose(w.numpy(), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_loss_gradient_reaches_b_through_the_weights() -> None:
-    arch = ArchCode(seed=0)
-    loss = sum((w - 3.0) ** 2 for _, node_weights in arch.weights("normal") for _, _, w in node_weights)
+    arch = darts_code(0)
+    loss = sum((w - 3.0) ** 2 for _, node_weights in cell_weights(arch, "normal") for _, _, w in node_weights)
     loss.backward()
     for i in range(NUM_NODES):
-        assert torch.linalg.vector_norm(arch.cells["normal"][i].b.grad) > 0
-        assert arch.cells["reduce"][i].b.grad is None
+        assert torch.linalg.vector_norm(arch.groups["normal"][i].b.grad) > 0
+        assert arch.groups["reduce"][i].b.grad is None
 
 
 def test_initial_code_encodes_a_valid_random_support() -> None:
-    arch = ArchCode(seed=1, init_scale=0.5)
+    arch = darts_code(1, init_scale=0.5)
     for cell_type in CELL_TYPES:
-        for i, node_weights in arch.weights(cell_type):
+        for i, node_weights in cell_weights(arch, cell_type):
             assert len({edge for edge, _, _ in node_weights}) == 2
             assert all(0 <= edge < 2 + i and 0 <= op < 7 for edge, op, _ in node_weights)
             torch.testing.assert_close(torch.stack([w for _, _, w in node_weights]), torch.full((2,), 0.5))
-    assert torch.equal(ArchCode(seed=1).cells["reduce"][2].A, arch.cells["reduce"][2].A)
-    assert not torch.equal(ArchCode(seed=2).cells["reduce"][2].A, arch.cells["reduce"][2].A)
+    assert torch.equal(darts_code(1).groups["reduce"][2].A, arch.groups["reduce"][2].A)
+    assert not torch.equal(darts_code(2).groups["reduce"][2].A, arch.groups["reduce"][2].A)
 
 
 def test_frozen_node_code_never_changes_under_adam() -> None:
-    arch = ArchCode(seed=0)
-    frozen = arch.cells["normal"][1]
+    arch = darts_code(0)
+    frozen = arch.groups["normal"][1]
     frozen.freeze()
     optimizer = torch.optim.Adam(arch.parameters(), lr=0.1)
     before = frozen.b.detach().clone()
-    moving_before = arch.cells["normal"][0].b.detach().clone()
+    moving_before = arch.groups["normal"][0].b.detach().clone()
     for _ in range(5):
         optimizer.zero_grad(set_to_none=False)
-        loss = sum((w + 2.0) ** 2 for _, node_weights in arch.weights("normal") for _, _, w in node_weights)
+        loss = sum((w + 2.0) ** 2 for _, node_weights in cell_weights(arch, "normal") for _, _, w in node_weights)
         assert loss.item() > 0
         loss.backward()
         optimizer.step()
     assert frozen.b.grad is None and not frozen.b.requires_grad
     assert torch.equal(frozen.b, before)
-    assert not torch.equal(arch.cells["normal"][0].b, moving_before)
+    assert not torch.equal(arch.groups["normal"][0].b, moving_before)
     assert not any(w.requires_grad for _, _, w in frozen.weights())
 
 
 def test_rejected_proposals_keep_x_last() -> None:
-    arch = ArchCode(seed=0)
+    arch = darts_code(0)
     with torch.no_grad():
         for _, node in arch.nodes():
             node.b.add_(torch.randn(7, generator=torch.Generator().manual_seed(5)))
     kept = {key: node.x_last.clone() for key, node in arch.nodes()}
-    genotype = arch.genotype()
+    genotype = SPACE.genotype(arch.supports())
     proposals = arch.recover(lam=0.1)
     assert set(proposals) == set(kept)
     arch.commit(proposals, accept=False)
     assert all(torch.equal(node.x_last, kept[key]) for key, node in arch.nodes())
-    assert arch.genotype() == genotype
+    assert SPACE.genotype(arch.supports()) == genotype
     assert all(0 < d < float("inf") for d in arch.drift().values())
     arch.commit(proposals, accept=True)
     assert all(torch.equal(node.x_last, proposals[key]) for key, node in arch.nodes())
-    assert arch.genotype() == arch.genotype(proposals)
+    assert SPACE.genotype(arch.supports()) == SPACE.genotype(arch.supports(proposals))
 
 
 def test_nodes_freeze_when_x_stops_moving() -> None:
-    arch = ArchCode(seed=0)
+    arch = darts_code(0)
     assert arch.update_freezing(threshold=0.02) == []
     arch.commit(arch.recover(lam=0.1), accept=True)
     with torch.no_grad():
-        arch.cells["reduce"][3].b.add_(1.0)
+        arch.groups["reduce"][3].b.add_(1.0)
     arch.commit(arch.recover(lam=0.1), accept=True)
     newly = arch.update_freezing(threshold=0.02)
     assert ("reduce", 3) not in newly and len(newly) == 2 * NUM_NODES - 1
@@ -181,8 +190,8 @@ def test_nodes_freeze_when_x_stops_moving() -> None:
 
 
 def test_genotype_is_valid_and_uses_the_supports() -> None:
-    arch = ArchCode(seed=4)
-    genotype = arch.genotype()
+    arch = darts_code(4)
+    genotype = SPACE.genotype(arch.supports())
     assert isinstance(genotype, Genotype)
     genotype.validate()
     assert Genotype.from_dict(genotype.to_dict()) == genotype
@@ -193,18 +202,35 @@ def test_genotype_is_valid_and_uses_the_supports() -> None:
 
 
 def test_state_dict_round_trip_gives_identical_weights() -> None:
-    arch = ArchCode(seed=0)
+    arch = darts_code(0)
     with torch.no_grad():
         for _, node in arch.nodes():
             node.b.mul_(-1.5)
     arch.commit(arch.recover(lam=0.1), accept=True)
-    arch.cells["normal"][2].freeze()
-    restored = ArchCode(seed=99)
+    arch.groups["normal"][2].freeze()
+    restored = darts_code(99)
     restored.load_state_dict(arch.state_dict())
     for cell_type in CELL_TYPES:
-        for (_, mine), (_, theirs) in zip(arch.weights(cell_type), restored.weights(cell_type)):
+        for (_, mine), (_, theirs) in zip(cell_weights(arch, cell_type), cell_weights(restored, cell_type)):
             assert [(e, o) for e, o, _ in mine] == [(e, o) for e, o, _ in theirs]
             assert all(torch.equal(a, b) for (_, _, a), (_, _, b) in zip(mine, theirs))
-    assert restored.genotype() == arch.genotype()
+    assert SPACE.genotype(restored.supports()) == SPACE.genotype(arch.supports())
     assert restored.drift() == arch.drift()
-    assert not restored.cells["normal"][2].b.requires_grad and restored.cells["normal"][1].b.requires_grad
+    assert not restored.groups["normal"][2].b.requires_grad and restored.groups["normal"][1].b.requires_grad
+
+
+def test_codes_serve_any_layout_of_decision_points() -> None:
+    """A space whose points each pick one of six ops on a single input (a layer-wise space)."""
+    ops = ("k3e3", "k3e6", "k5e3", "k5e6", "k7e3", "k7e6")
+    points = [DecisionPoint("layers", i, 1, ops, 1, 4) for i in range(3)]
+    arch = ArchCode(points, seed=0)
+    weights = arch.weights()
+    assert list(weights) == [("layers", 0), ("layers", 1), ("layers", 2)]
+    assert all(len(active) == 1 and active[0][0] == 0 and 0 <= active[0][1] < 6 for active in weights.values())
+    with torch.no_grad():
+        for _, node in arch.nodes():
+            node.b.add_(torch.randn(4, generator=torch.Generator().manual_seed(3)))
+    proposals = arch.recover(lam=0.05)
+    assert all(len(support) == 1 for support in arch.supports(proposals).values())
+    with pytest.raises(ValueError, match="numbered"):
+        ArchCode([DecisionPoint("layers", 1, 1, ops, 1, 4)], seed=0)

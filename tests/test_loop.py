@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import torch
 from dha_pipeline.data.cache import build_dataset, save_cache
 from dha_pipeline.derive import derive_child
 from dha_pipeline.errors import DhaError
+from dha_pipeline.layout import RunLayout
 from dha_pipeline.recipe import Recipe, TrainConfig, recipe_from_dict
 from dha_pipeline.search import loop
 from dha_pipeline.search.checkpoint import load_checkpoint
@@ -46,8 +48,12 @@ def digits8():  # type: ignore[no-untyped-def]
     return build_dataset(recipe_from_dict(_raw(Path("unused"))).data)
 
 
+def _layout(tmp_path: Path) -> RunLayout:
+    return RunLayout.of(tmp_path / "runs", tmp_path / "exports", "loop")
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path)["parts"]["model"]
+    return load_checkpoint(path)["network"]
 
 
 def test_learning_rate_warmup_then_cosine() -> None:
@@ -74,45 +80,72 @@ def test_every_variant_trains_and_leaves_its_logs(tmp_path: Path, digits8, searc
     raw = _raw(tmp_path, search)
     raw["hpo"] = {"hyper_lr": 0.2, **hpo}
     outcome = loop.run_search(recipe_from_dict(raw), digits8)
-    run_dir = tmp_path / "runs/loop"
+    layout = _layout(tmp_path)
     assert [row["epoch"] for row in outcome.history] == [1, 2]
     assert all(math.isfinite(row["train_loss"]) for row in outcome.history)
-    summary = json.loads((run_dir / "search/summary.json").read_text())
+    summary = json.loads(layout.summary.read_text())
     assert summary["mode"] == search["mode"] and summary["components"] == sorted(search["components"])
-    assert (run_dir / "search/genotype.json").is_file() and (run_dir / "plots/cells.png").is_file()
+    assert layout.genotype.is_file() and layout.plot("architecture").read_bytes().startswith(b"\x89PNG")
+    assert layout.result.is_file()
     if "nas" in search["components"]:
-        assert outcome.history[0]["phase"] == 1 and outcome.history[1]["phase"] == 2
-        assert (run_dir / "search/arch.csv").is_file() and (run_dir / "plots/arch_weights.png").is_file()
+        assert [row["phase"] for row in outcome.history] == ["search", "train"]
+        assert layout.log("arch").is_file() and layout.plot("arch_weights").is_file()
+    else:
+        assert [row["phase"] for row in outcome.history] == ["train", "train"]
     if "da" in search["components"]:
-        policy = (run_dir / "search/policy.csv").read_text().splitlines()
+        policy = layout.log("policy").read_text().splitlines()
         epochs_with_policy = 1 if search["mode"] == "sequential" else 2
         assert policy[0].startswith("epoch,entropy,max_entropy,top1,top1_p")
         assert len(policy) == 1 + epochs_with_policy
-        assert (run_dir / "plots/policy_heatmap.png").is_file()
-        assert summary["da_policy"]
-    hparams = [json.loads(json.dumps(row)) for row in outcome.history]
-    if "hpo" in search["components"]:
-        assert (run_dir / "plots/hparams.png").is_file()
-        assert hparams[-1]["weight_decay"] != pytest.approx(3e-4, rel=1e-9), "wd must move under hpo"
+        assert layout.plot("policy_heatmap").is_file()
+        top_pair, top_probability = next(iter(summary["da_policy"].items()))
+        assert "+" in top_pair and top_probability > 1.05 / 196, "tau must have left the uniform policy"
     else:
-        assert hparams[0]["weight_decay"] == 3e-4
-    child, gap = derive_child(run_dir / loop.CHECKPOINT, tmp_path / "child.pt")
+        assert summary["da_policy"] is None and "policy_entropy" not in outcome.history[-1]
+    hparams = list(csv.DictReader(layout.log("hparams").open()))
+    assert [int(row["epoch"]) for row in hparams] == [1, 2]
+    last = outcome.history[-1]
+    if "hpo" in search["components"]:
+        assert layout.plot("hparams").is_file()
+        assert last["weight_decay"] != pytest.approx(3e-4, rel=1e-9), "wd must move under hpo"
+        assert last["lr"] != pytest.approx(0.05, rel=1e-9), "the base lr must move under hpo"
+        assert summary["hyperparameters"]["learned"] is True
+    else:
+        assert last["weight_decay"] == 3e-4 and last["lr"] == 0.05
+    assert last["scheduled_lr"] == pytest.approx(last["lr"] * float(hparams[-1]["schedule_factor"]))
+    assert summary["hyperparameters"]["lr"] == last["lr"], "summaries report eta, not the scheduled lr"
+    child, gap = derive_child(layout.result, tmp_path / "child.pt", tmp_path / "genotype.json")
     assert gap <= 1e-5
     assert child.info["mode"] == search["mode"] and child.info["genotype"] == summary["genotype"]
 
 
 def test_sequential_reinitializes_the_derived_network(tmp_path: Path, digits8, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     built = []
-    real_build = loop.build_parts
+    real_build = loop.SearchRun.build
 
-    def record(recipe, data, device, components, genotype=None):  # type: ignore[no-untyped-def]
+    def record(self, components, genotype=None):  # type: ignore[no-untyped-def]
         built.append((sorted(components), genotype))
-        return real_build(recipe, data, device, components, genotype)
+        real_build(self, components, genotype)
 
-    monkeypatch.setattr(loop, "build_parts", record)
+    monkeypatch.setattr(loop.SearchRun, "build", record)
     loop.run_search(_recipe(tmp_path, {**DHA, "mode": "sequential"}), digits8)
     assert built[0] == (["nas"], None)
     assert built[1][0] == ["da", "hpo"] and built[1][1] is not None
+
+
+def test_a_joint_run_moves_tau_b_lr_and_wd(tmp_path: Path, digits8) -> None:  # type: ignore[no-untyped-def]
+    """Every learner of the paper learns in one run: the policy, the architecture code, and eta."""
+    recipe = _recipe(tmp_path, DHA)
+    run = loop.SearchRun(recipe, digits8)
+    initial_genotype = run.genotype()
+    initial_codes = [node.b.detach().clone() for _, node in run.arch.code.nodes()]
+    initial_tau = run.policy.policy.tau.detach().clone()
+    run.run()
+    assert all(not torch.equal(b, node.b) for b, (_, node) in zip(initial_codes, run.arch.code.nodes()))
+    assert run.genotype() != initial_genotype, "the recovered architecture must leave the initial random support"
+    assert not torch.equal(run.policy.policy.tau, initial_tau)
+    assert run.policy.entropy() < run.policy.policy.max_entropy
+    assert run.hyper.lr != recipe.train.lr and run.hyper.weight_decay != recipe.train.weight_decay
 
 
 def test_training_is_reproducible(tmp_path: Path, digits8) -> None:  # type: ignore[no-untyped-def]
@@ -127,19 +160,19 @@ def test_training_is_reproducible(tmp_path: Path, digits8) -> None:  # type: ign
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, digits8, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     reference = loop.run_search(_recipe(tmp_path / "ref", DHA), digits8)
     calls = {"n": 0}
-    real_evaluate = loop.evaluate_split
+    real_validate = loop.SearchRun.validate
 
-    def crash_in_second_epoch(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def crash_in_second_epoch(self):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
+        return real_validate(self)
 
-    monkeypatch.setattr(loop, "evaluate_split", crash_in_second_epoch)
+    monkeypatch.setattr(loop.SearchRun, "validate", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         loop.run_search(_recipe(tmp_path / "cut", DHA), digits8)
-    assert load_checkpoint(tmp_path / "cut/runs/loop" / loop.CHECKPOINT)["epoch"] == 1
-    monkeypatch.setattr(loop, "evaluate_split", real_evaluate)
+    assert load_checkpoint(_layout(tmp_path / "cut").checkpoint)["epoch"] == 1
+    monkeypatch.setattr(loop.SearchRun, "validate", real_validate)
     resumed = loop.run_search(_recipe(tmp_path / "cut", DHA), digits8, resume=True)
     assert resumed.resumed_from == "epoch 2, step 0"
     expected, actual = _weights(reference.checkpoint), _weights(resumed.checkpoint)
@@ -170,7 +203,7 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path: Path, d
     assert dha("search", str(reference), *sum((["--set", o] for o in overrides), [])).wait(timeout=300) == 0
     killed = recipe_file(tmp_path / "killed")
     process = dha("search", str(killed), *sum((["--set", o] for o in overrides), []))
-    checkpoint = tmp_path / "killed/runs/loop" / loop.CHECKPOINT
+    checkpoint = _layout(tmp_path / "killed").checkpoint
     deadline = time.time() + 240
     while time.time() < deadline:
         if checkpoint.is_file():
@@ -184,7 +217,7 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path: Path, d
     assert state["epoch"] < 3, "the run must have been killed before it finished"
     assert dha("search", str(killed), "--resume", *sum((["--set", o] for o in overrides), [])).wait(
         timeout=300) == 0
-    expected = _weights(tmp_path / "ref/runs/loop" / loop.CHECKPOINT)
+    expected = _weights(_layout(tmp_path / "ref").checkpoint)
     actual = _weights(checkpoint)
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
 
@@ -197,7 +230,7 @@ def test_resume_refuses_a_different_recipe(tmp_path: Path, digits8) -> None:  # 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path: Path, digits8, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     loop.run_search(_recipe(tmp_path, epochs=1), digits8)
-    checkpoint = tmp_path / "runs/loop" / loop.CHECKPOINT
+    checkpoint = _layout(tmp_path).checkpoint
     before = checkpoint.read_bytes()
     monkeypatch.setattr(loop.F, "cross_entropy",
                         lambda logits, *a, **k: torch.full((len(logits),), float("nan"), requires_grad=True))
@@ -207,10 +240,12 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path: Pat
 
 
 def test_budget_rejects_proposals_over_the_parameter_cap(tmp_path: Path, digits8) -> None:  # type: ignore[no-untyped-def]
-    outcome = loop.run_search(_recipe(tmp_path, {**DHA, "max_params": 1}), digits8)
-    state = load_checkpoint(outcome.checkpoint)
-    initial = loop.SearchRun(_recipe(tmp_path / "fresh", {**DHA, "max_params": 1}), digits8).genotype()
-    assert state["genotype"] == initial.to_dict(), "every proposal exceeds 1 parameter, so x_last must stay"
+    initial = loop.SearchRun(_recipe(tmp_path / "fresh", DHA), digits8).genotype()
+    free = loop.run_search(_recipe(tmp_path / "free", DHA), digits8)
+    assert free.genotype != initial, "positive control: without a budget the architecture step moves the genotype"
+    capped = loop.run_search(_recipe(tmp_path / "capped", {**DHA, "max_params": 1}), digits8)
+    assert capped.genotype == initial, "every proposal exceeds 1 parameter, so x_last must stay"
+    assert load_checkpoint(capped.checkpoint)["genotype"] == initial.to_dict()
 
 
 def test_minutes_budget_stops_the_run_early(tmp_path: Path, digits8) -> None:  # type: ignore[no-untyped-def]

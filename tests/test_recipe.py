@@ -26,7 +26,7 @@ def test_defaults_and_types() -> None:
     assert recipe.train.lr_min == 0.0 and isinstance(recipe.train.lr_min, float)
     assert recipe.search.mode == "joint" and recipe.search.components == ["nas", "da", "hpo"]
     assert recipe.data.dataset == "digits"
-    assert recipe.run_dir == Path("runs/x") and recipe.export_dir == Path("exports/x")
+    assert recipe.layout.root == Path("runs/x") and recipe.layout.exports.root == Path("exports/x")
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -95,11 +95,12 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
 
 
 def test_resolved_recipe_round_trips_with_hash(tmp_path: Path) -> None:
-    recipe = recipe_from_dict({"name": "r", "train": {"epochs": 4}})
-    written = save_resolved(recipe, tmp_path)
+    recipe = recipe_from_dict({"name": "r", "runs_dir": str(tmp_path), "train": {"epochs": 4}})
+    written = save_resolved(recipe)
+    assert written == tmp_path / "r" / "recipe.resolved.toml"
     reloaded = load_recipe(written)
     assert reloaded == recipe
-    assert (tmp_path / "recipe.sha256").read_text().strip() == recipe.sha256
+    assert (tmp_path / "r" / "recipe.sha256").read_text().strip() == recipe.sha256
     assert tomllib.loads(written.read_text())["train"]["epochs"] == 4
 
 
@@ -129,3 +130,10 @@ def test_rules_across_keys(raw: dict, fragment: str) -> None:
 def test_manual_mode_may_learn_da_and_hpo() -> None:
     recipe = recipe_from_dict({"search": {"mode": "manual", "components": ["da", "hpo"]}})
     assert recipe.search.components == ["da", "hpo"]
+
+
+def test_an_unknown_search_space_is_one_error_listing_the_known_ones() -> None:
+    with pytest.raises(DhaError) as info:
+        recipe_from_dict({"model": {"space": "mobilenet_v9"}})
+    assert "model.space" in str(info.value) and "'darts'" in str(info.value)
+    assert recipe_from_dict({"model": {"space": "darts"}}).model.space == "darts"

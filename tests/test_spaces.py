@@ -8,9 +8,9 @@ from torch import nn
 
 from dha_pipeline.errors import DhaError
 from dha_pipeline.spaces.cost import count_macs, count_params
-from dha_pipeline.spaces.darts import DartsNetwork, NetworkConfig, resolve_stem
-from dha_pipeline.spaces.genotype import DARTS_V2, KNOWN_GENOTYPES, Genotype, known_genotype
-from dha_pipeline.spaces.operations import OPS, PRIMITIVES
+from dha_pipeline.spaces.darts.network import DartsNetwork, NetworkConfig, resolve_stem
+from dha_pipeline.spaces.darts.genotype import DARTS_V2, KNOWN_GENOTYPES, Genotype, known_genotype
+from dha_pipeline.spaces.darts.operations import OPS, PRIMITIVES
 
 
 @pytest.mark.parametrize("name", PRIMITIVES)
@@ -69,3 +69,28 @@ def test_params_exclude_auxiliary_head() -> None:
     plain = DartsNetwork(NetworkConfig(**kwargs))
     with_aux = DartsNetwork(NetworkConfig(**kwargs, auxiliary=True))
     assert count_params(plain) == count_params(with_aux)
+
+
+def test_registry_serves_the_cell_space_and_rejects_unknown_names() -> None:
+    from dha_pipeline.spaces.registry import get_space, space_names
+
+    assert "darts" in space_names() and get_space("darts").name == "darts"
+    with pytest.raises(DhaError, match="unknown search space 'nope'") as info:
+        get_space("nope")
+    assert "darts" in str(info.value)
+
+
+def test_nothing_outside_spaces_imports_a_particular_space() -> None:
+    """The loop, derive, export and the CLI reach a space through the registry only."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in [*(root / "dha_pipeline").rglob("*.py"), *(root / "cli").rglob("*.py")]:
+        if "spaces" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dha_pipeline.spaces.darts"):
+                offenders.append(f"{path.relative_to(root)}: {node.module}")
+    assert offenders == []

@@ -1,4 +1,4 @@
-"""The K = 14 augmentation ops of the learned DA policy (ALGORITHM.md section 5), batched over Kornia.
+"""The K = 14 augmentation ops of the learned DA policy (docs/METHOD.md, "Augmentation policy"), batched over Kornia.
 
 Every op has one signature, `op(images, magnitude, sign) -> images`: `images` is an NCHW float batch in
 [0, 1], `magnitude` a per-sample tensor in [0, 10] and `sign` a per-sample tensor of +1/-1. Each sample gets

@@ -1,4 +1,4 @@
-"""The learned augmentation policy tau: a categorical distribution over ordered pairs of ops (ALGORITHM.md 1, 5).
+"""The learned augmentation policy tau: a distribution over ordered op pairs (docs/METHOD.md, "Augmentation policy").
 
 Every sample draws one transformation T_k = (op1, op2) out of K * K ordered pairs, each op with its own
 magnitude in [0, M] and sign. tau is trained adversarially through `da_loss` (eq. 2, importance-weighted):
@@ -84,7 +84,7 @@ class AugmentPolicy(nn.Module):
     def sample(self, n: int, generator: torch.Generator) -> PolicySample:
         """Draw n pairs from softmax(log P / T) by Gumbel-max, with magnitudes uniform in [0, M] and random signs.
 
-        ALGORITHM.md step 2 writes softmax((log P + g) / T); its argmax does not depend on T, so the
+        The paper writes softmax((log P + g) / T); its argmax does not depend on T, so the
         temperature is read as acting on the logits: argmax(log P / T + g) samples the tempered distribution
         softmax(log P / T), which T > 1 flattens so that low-probability pairs keep being explored.
         All randomness comes from `generator`, on its device; the results move to tau's device.

@@ -1,33 +1,38 @@
 """The verified dataset cache: fixed splits of uint8 images, channel statistics, a manifest.
 
-`build_dataset` turns a source into model-ready uint8 NHWC arrays with fixed
-train/val/test splits; `save_cache` writes them (atomically) with a manifest of
-counts and sha256 sums; `load_cache` reads them back and verifies the sums.
+`build_dataset` turns a source into model-ready uint8 NHWC arrays with fixed train/val/test splits;
+`save_cache` writes them (atomically) with a manifest of counts and sha256 sums; `load_cache` reads
+back the splits a stage needs and verifies their sums. `build_split` makes one split alone from the
+raw source, decoding only that split's images (what a standalone evaluation reads).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dha_pipeline.data.source import SPLITS, SourceData, SourceSplit, load_source
+from dha_pipeline.data.batches import ArraySource
+from dha_pipeline.data.images import decode_files, unreadable_images
+from dha_pipeline.data.source import SPLITS, ImageFiles, SourceData, SourceSplit, load_source
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_file, write_json, write_with
+from dha_pipeline.layout import MANIFEST, cache_file
 from dha_pipeline.preprocess import PIXEL_SCALE, RESIZE_FILTER, prepare_image
 from dha_pipeline.progress import progress_bar
 from dha_pipeline.recipe import DataConfig
 
-MANIFEST = "manifest.json"
 CACHE_FORMAT = 1
 
 
 @dataclass
 class PreparedData:
-    """Model-ready splits: x uint8 NHWC at the recipe's size, y int64 labels."""
+    """Model-ready splits: x uint8 NHWC at the recipe's size, y int64 labels (only the splits loaded)."""
 
     classes: list[str]
     x: dict[str, np.ndarray]
@@ -39,18 +44,24 @@ class PreparedData:
     @property
     def channels(self) -> int:
         """Number of image channels (1 or 3)."""
-        return int(self.x["train"].shape[3])
+        return int(self.manifest["channels"])
 
     @property
     def image_size(self) -> int:
         """Side of the square images."""
-        return int(self.x["train"].shape[1])
+        return int(self.manifest["image_size"])
+
+    def source(self, split: str) -> ArraySource:
+        """The batch source of one loaded split."""
+        if split not in self.x:
+            raise KeyError(f"split '{split}' was not loaded")
+        return ArraySource(self.x[split], self.y[split])
 
 
-def _target_channels(config: DataConfig, source: SourceData) -> int:
+def _target_channels(config: DataConfig, splits: dict[str, SourceSplit]) -> int:
     if config.channels != "auto":
         return int(config.channels)
-    for split in source.splits.values():
+    for split in splits.values():
         images = split.images
         if isinstance(images, np.ndarray):
             if images.ndim == 4 and images.shape[3] >= 3:
@@ -103,27 +114,64 @@ def _channel_stats(train: np.ndarray) -> tuple[list[float], list[float]]:
     return [float(v) for v in mean], [float(max(v, 1e-3)) for v in std]
 
 
-def build_dataset(config: DataConfig, *, image_size: int | None = None, channels: int | None = None) -> PreparedData:
-    """Read `config.dataset` and return fixed, resized splits with train statistics.
-
-    `image_size`/`channels` override the recipe (evaluate uses the model's).
-    """
-    source = load_source(config.dataset, download=config.download, skip_bad=config.skip_bad)
-    size = image_size or config.image_size
-    channels = channels or _target_channels(config, source)
+def _planned_splits(config: DataConfig, source: SourceData) -> dict[str, SourceSplit]:
+    """train/val/test of the source, carving the missing ones from train by label (nothing decoded)."""
     splits = dict(source.splits)
     if "test" not in splits:
         kept, held = _stratified_split(splits["train"].labels, config.test_fraction, config.split_seed, "test")
-        splits["test"] = _take(splits["train"], held)
-        splits["train"] = _take(splits["train"], kept)
+        splits["test"] = splits["train"].take(held)
+        splits["train"] = splits["train"].take(kept)
     if "val" not in splits:
         kept, held = _stratified_split(splits["train"].labels, config.val_fraction, config.split_seed + 1, "val")
-        splits["val"] = _take(splits["train"], held)
-        splits["train"] = _take(splits["train"], kept)
+        splits["val"] = splits["train"].take(held)
+        splits["train"] = splits["train"].take(kept)
     if config.train_subset and config.train_subset < len(splits["train"]):
         _, subset = _stratified_split(splits["train"].labels, config.train_subset, config.split_seed + 2,
                                       "train_subset")
-        splits["train"] = _take(splits["train"], subset)
+        splits["train"] = splits["train"].take(subset)
+    return splits
+
+
+def _decoded(splits: dict[str, SourceSplit], names: tuple[str, ...], skip_bad: bool
+             ) -> tuple[dict[str, SourceSplit], list[str], str | None]:
+    """The named splits with their image files decoded, the unreadable files, and a sha256 over the
+    decoded files' names and bytes (None when no split came from files).
+
+    Unreadable files end in one error listing them all, unless `skip_bad`; then they are dropped
+    with their labels.
+    """
+    decoded: dict[str, SourceSplit] = {}
+    bad: list[str] = []
+    digests: list[str] = []
+    for name in names:
+        split = splits[name]
+        files = split.images
+        if isinstance(files, ImageFiles):
+            images, kept, unreadable, digest = decode_files(files.paths, skip_bad=True, root=files.root,
+                                                            description=f"reading {name}")
+            if not images and skip_bad:
+                folder = os.path.commonpath([str(path) for path in files.paths])
+                raise DhaError(f"no readable images among the {len(files)} files of the {name} split "
+                               f"(under '{folder}')", "check the image files")
+            split = SourceSplit(images, split.labels[kept])
+            bad += unreadable
+            digests.append(digest)
+        decoded[name] = split
+    if bad and not skip_bad:
+        raise unreadable_images(bad)
+    fingerprint = hashlib.sha256("".join(digests).encode()).hexdigest() if digests else None
+    return decoded, bad, fingerprint
+
+
+def build_dataset(config: DataConfig, *, image_size: int | None = None, channels: int | None = None) -> PreparedData:
+    """Read `config.dataset` and return fixed, resized splits with train statistics.
+
+    `image_size`/`channels` override the recipe.
+    """
+    source = load_source(config.dataset, download=config.download)
+    size = image_size or config.image_size
+    splits, bad_files, files_fingerprint = _decoded(_planned_splits(config, source), SPLITS, config.skip_bad)
+    channels = channels or _target_channels(config, splits)
     x = {name: _to_grid(splits[name], size, channels, f"resizing {name}") for name in SPLITS}
     y = {name: splits[name].labels for name in SPLITS}
     mean, std = _channel_stats(x["train"])
@@ -140,16 +188,19 @@ def build_dataset(config: DataConfig, *, image_size: int | None = None, channels
                   "split_seed": config.split_seed, "train_subset": config.train_subset,
                   "given": sorted(source.splits)},
         "counts": {name: np.bincount(y[name], minlength=len(source.classes)).tolist() for name in SPLITS},
-        "source_sha256": source.fingerprint,
-        "bad_files": source.bad_files,
+        "source_sha256": source.fingerprint or files_fingerprint,
+        "bad_files": bad_files,
     }
     return PreparedData(source.classes, x, y, mean, std, manifest)
 
 
-def _take(split: SourceSplit, indices: np.ndarray) -> SourceSplit:
-    images = split.images
-    taken = images[indices] if isinstance(images, np.ndarray) else [images[i] for i in indices]
-    return SourceSplit(taken, split.labels[indices])
+def build_split(config: DataConfig, split: str, *, image_size: int, channels: int) -> tuple[list[str], ArraySource]:
+    """The classes and one split of `config.dataset`, made as `build_dataset` makes it, decoding only
+    that split's images (a split carved from train reads train's labels, not its pixels)."""
+    source = load_source(config.dataset, download=config.download)
+    splits, _, _ = _decoded(_planned_splits(config, source), (split,), config.skip_bad)
+    return source.classes, ArraySource(_to_grid(splits[split], image_size, channels, f"resizing {split}"),
+                                       splits[split].labels)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -163,15 +214,15 @@ def save_cache(data: PreparedData, directory: str | Path) -> Path:
     files = {}
     for split in SPLITS:
         for kind, array in (("x", data.x[split]), ("y", data.y[split])):
-            name = f"{split}_{kind}.npy"
+            name = cache_file(split, kind)
             write_with(directory / name, lambda tmp, a=array: _save_npy(tmp, a))
             files[name] = sha256_file(directory / name)
     write_json(directory / MANIFEST, {**data.manifest, "files": files})
     return directory / MANIFEST
 
 
-def load_cache(directory: str | Path) -> PreparedData:
-    """Read a cache written by `save_cache`, verifying every file's sha256."""
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The manifest of a cache written by `save_cache`, or one error saying how to make it."""
     directory = Path(directory)
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
@@ -183,10 +234,17 @@ def load_cache(directory: str | Path) -> PreparedData:
     if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
         raise DhaError(f"dataset cache '{directory}' has an unreadable or old manifest",
                        "rerun `dha prepare RECIPE --force`")
+    return manifest
+
+
+def load_cache(directory: str | Path, splits: tuple[str, ...] = SPLITS) -> PreparedData:
+    """Read the named splits of a cache written by `save_cache`, verifying each file's sha256."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
     x, y = {}, {}
-    for split in SPLITS:
+    for split in splits:
         for kind, store in (("x", x), ("y", y)):
-            name = f"{split}_{kind}.npy"
+            name = cache_file(split, kind)
             path = directory / name
             if not path.is_file() or sha256_file(path) != manifest["files"].get(name):
                 raise DhaError(f"dataset cache file '{path}' is missing or corrupt",

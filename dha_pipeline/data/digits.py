@@ -9,7 +9,7 @@ from dha_pipeline.data.source import SourceData, SourceSplit, array_fingerprint
 DIGITS_MAX_VALUE = 16
 
 
-def load(path: str, *, download: bool = False, skip_bad: bool = False) -> SourceData:
+def load(path: str, *, download: bool = False) -> SourceData:
     """All 1,797 digits as one 'train' split of 8x8 grayscale uint8 images (no val/test given)."""
     from sklearn.datasets import load_digits
 

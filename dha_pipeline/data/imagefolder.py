@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from dha_pipeline.data.images import IMAGE_SUFFIXES, decode_files
-from dha_pipeline.data.source import SourceData, SourceSplit
+from dha_pipeline.data.images import IMAGE_SUFFIXES
+from dha_pipeline.data.source import ImageFiles, SourceData, SourceSplit
 from dha_pipeline.errors import DhaError
 
 
@@ -28,8 +27,8 @@ def _class_files(split_dir: Path) -> dict[str, list[Path]]:
     return files
 
 
-def load_split_dirs(root: Path, split_dirs: dict[str, str], *, skip_bad: bool) -> SourceData:
-    """Read the class folders of each split; `split_dirs` maps our split name to a folder name."""
+def load_split_dirs(root: Path, split_dirs: dict[str, str]) -> SourceData:
+    """List the class folders of each split (decoding waits); `split_dirs` maps our split name to a folder."""
     per_split = {split: _class_files(root / folder) for split, folder in split_dirs.items()}
     classes = list(per_split["train"])
     for split, files in per_split.items():
@@ -38,22 +37,14 @@ def load_split_dirs(root: Path, split_dirs: dict[str, str], *, skip_bad: bool) -
             raise DhaError(f"class folders of '{root / split_dirs[split]}' differ from train: "
                            f"extra {extra}, missing {lacking}", "use the same class folders in every split")
     splits: dict[str, SourceSplit] = {}
-    digest = hashlib.sha256()
-    bad_files: list[str] = []
     for split, files in per_split.items():
-        paths = [path for name in classes for path in files[name]]
+        paths = tuple(path for name in classes for path in files[name])
         labels = np.array([i for i, name in enumerate(classes) for _ in files[name]], dtype=np.int64)
-        images, kept, bad, fingerprint = decode_files(paths, skip_bad=skip_bad, root=root,
-                                                      description=f"reading {split}")
-        if not images:
-            raise DhaError(f"no readable images in '{root / split_dirs[split]}'", "check the image files")
-        splits[split] = SourceSplit(images, labels[kept])
-        bad_files += bad
-        digest.update(fingerprint.encode())
-    return SourceData(classes=classes, splits=splits, fingerprint=digest.hexdigest(), bad_files=bad_files)
+        splits[split] = SourceSplit(ImageFiles(paths, root), labels)
+    return SourceData(classes=classes, splits=splits)
 
 
-def load(path: str, *, download: bool = False, skip_bad: bool = False) -> SourceData:
+def load(path: str, *, download: bool = False) -> SourceData:
     """Read an ImageFolder tree with train/ and test/ (and optionally val/) splits."""
     root = Path(path)
     if not root.is_dir():
@@ -65,4 +56,4 @@ def load(path: str, *, download: bool = False, skip_bad: bool = False) -> Source
     split_dirs = {"train": "train", "test": "test"}
     if (root / "val").is_dir():
         split_dirs["val"] = "val"
-    return load_split_dirs(root, split_dirs, skip_bad=skip_bad)
+    return load_split_dirs(root, split_dirs)

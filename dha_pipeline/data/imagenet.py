@@ -13,11 +13,11 @@ from dha_pipeline.data.source import SourceData
 from dha_pipeline.errors import DhaError
 
 
-def load(path: str, *, download: bool = False, skip_bad: bool = False) -> SourceData:
+def load(path: str, *, download: bool = False) -> SourceData:
     """Read ROOT/train and ROOT/val class folders."""
     root = Path(path)
     for required in ("train", "val"):
         if not (root / required).is_dir():
             raise DhaError(f"imagenet root '{root}' has no '{required}/' folder",
                            "point it at a folder with train/<wnid>/ and val/<wnid>/ class folders")
-    return load_split_dirs(root, {"train": "train", "test": "val"}, skip_bad=skip_bad)
+    return load_split_dirs(root, {"train": "train", "test": "val"})

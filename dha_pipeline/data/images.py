@@ -40,7 +40,12 @@ def decode_files(paths: Sequence[Path], *, skip_bad: bool, root: Path, descripti
                 digest.update(hashlib.sha256(data).digest())
             progress.advance(task)
     if bad and not skip_bad:
-        shown = ", ".join(bad[:20]) + (f" ... ({len(bad)} in all)" if len(bad) > 20 else "")
-        raise DhaError(f"{len(bad)} unreadable image(s): {shown}",
-                       "remove or fix them, or pass --skip-bad (data.skip_bad = true) to skip them")
+        raise unreadable_images(bad)
     return images, kept, bad, digest.hexdigest()
+
+
+def unreadable_images(bad: Sequence[str]) -> DhaError:
+    """The one error that lists unreadable files (the first 20) and how to skip them."""
+    shown = ", ".join(bad[:20]) + (f" ... ({len(bad)} in all)" if len(bad) > 20 else "")
+    return DhaError(f"{len(bad)} unreadable image(s): {shown}",
+                    "remove or fix them, or pass --skip-bad (data.skip_bad = true) to skip them")

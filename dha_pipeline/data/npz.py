@@ -22,7 +22,7 @@ def _images(path: Path, key: str, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def load(path: str, *, download: bool = False, skip_bad: bool = False) -> SourceData:
+def load(path: str, *, download: bool = False) -> SourceData:
     """Read and check an npz archive."""
     file = Path(path)
     if not file.is_file():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -14,24 +15,62 @@ from dha_pipeline.errors import DhaError
 SPLITS = ("train", "val", "test")
 
 
+@dataclass(frozen=True)
+class ImageFiles:
+    """Image files of a split, not decoded yet: a stage decodes only the splits it needs."""
+
+    paths: tuple[Path, ...]
+    root: Path
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        from dha_pipeline.preprocess import read_image
+
+        return read_image(self.paths[index])
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[i] for i in range(len(self)))
+
+    def take(self, indices: np.ndarray) -> ImageFiles:
+        """The files at `indices`, in that order."""
+        return ImageFiles(tuple(self.paths[i] for i in indices), self.root)
+
+
 @dataclass
 class SourceSplit:
-    """Raw images of one split: uint8 HW or HWC arrays (any size) and integer labels."""
+    """Raw images of one split (uint8 HW or HWC arrays of any size, or files to decode) and integer labels."""
 
-    images: list[np.ndarray] | np.ndarray
+    images: list[np.ndarray] | np.ndarray | ImageFiles
     labels: np.ndarray
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def take(self, indices: np.ndarray) -> SourceSplit:
+        """The samples at `indices`, in that order."""
+        images = self.images
+        if isinstance(images, np.ndarray):
+            taken: list[np.ndarray] | np.ndarray | ImageFiles = images[indices]
+        elif isinstance(images, ImageFiles):
+            taken = images.take(indices)
+        else:
+            taken = [images[i] for i in indices]
+        return SourceSplit(taken, self.labels[indices])
+
 
 @dataclass
 class SourceData:
-    """A dataset as read from its source, before resizing and splitting."""
+    """A dataset as read from its source, before resizing and splitting.
+
+    `fingerprint` is the sha256 of in-memory sources; sources of files leave it None, and the
+    digest of the files' names and bytes is taken when they are decoded.
+    """
 
     classes: list[str]
     splits: dict[str, SourceSplit]
-    fingerprint: str
+    fingerprint: str | None = None
     bad_files: list[str] = field(default_factory=list)
 
 
@@ -68,18 +107,18 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return kind, path
 
 
-def load_source(spec: str, *, download: bool = False, skip_bad: bool = False) -> SourceData:
-    """Read the dataset named by a spec string from its source."""
+def load_source(spec: str, *, download: bool = False) -> SourceData:
+    """The dataset named by a spec string: arrays read, image files listed (decoded later, by split)."""
     kind, path = parse_spec(spec)
-    return LOADERS[kind](path, download=download, skip_bad=skip_bad)
+    return LOADERS[kind](path, download=download)
 
 
 def _lazy(module: str, function: str = "load") -> Callable[..., SourceData]:
     """A loader that imports its module on first use (torchvision only when needed)."""
 
-    def load(path: str, *, download: bool, skip_bad: bool) -> SourceData:
+    def load(path: str, *, download: bool) -> SourceData:
         loader = getattr(importlib.import_module(f"dha_pipeline.data.{module}"), function)
-        return loader(path, download=download, skip_bad=skip_bad)
+        return loader(path, download=download)
 
     return load
 

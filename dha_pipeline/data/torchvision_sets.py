@@ -5,13 +5,11 @@ Nothing is downloaded unless the recipe sets data.download = true (or --download
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from dha_pipeline.data.images import decode_files
-from dha_pipeline.data.source import SourceData, SourceSplit, array_fingerprint, check_labels
+from dha_pipeline.data.source import ImageFiles, SourceData, SourceSplit, array_fingerprint, check_labels
 from dha_pipeline.errors import DhaError
 
 
@@ -38,39 +36,32 @@ def _cifar(factory, root: str, download: bool) -> SourceData:  # type: ignore[no
     return SourceData(classes=classes, splits=splits, fingerprint=array_fingerprint(*arrays))
 
 
-def load_cifar10(path: str, *, download: bool = False, skip_bad: bool = False) -> SourceData:
+def load_cifar10(path: str, *, download: bool = False) -> SourceData:
     """CIFAR-10 in torchvision's layout under `path`."""
     from torchvision.datasets import CIFAR10
 
     return _cifar(CIFAR10, path, download)
 
 
-def load_cifar100(path: str, *, download: bool = False, skip_bad: bool = False) -> SourceData:
+def load_cifar100(path: str, *, download: bool = False) -> SourceData:
     """CIFAR-100 in torchvision's layout under `path`."""
     from torchvision.datasets import CIFAR100
 
     return _cifar(CIFAR100, path, download)
 
 
-def load_flowers102(path: str, *, download: bool = False, skip_bad: bool = False) -> SourceData:
+def load_flowers102(path: str, *, download: bool = False) -> SourceData:
     """Oxford Flowers-102 with its official train/val/test splits."""
     from torchvision.datasets import Flowers102
 
     splits = {}
-    fingerprints = []
-    bad_files: list[str] = []
     num_classes = 102
     for split in ("train", "val", "test"):
         dataset = _open(Flowers102, path, download, split=split)
-        files = [Path(f) for f in dataset._image_files]
-        images, kept, bad, fingerprint = decode_files(files, skip_bad=skip_bad, root=Path(path),
-                                                      description=f"reading {split}")
-        labels = check_labels(f"flowers102 {split}", np.asarray(dataset._labels)[kept], num_classes)
-        splits[split] = SourceSplit(images, labels)
-        fingerprints.append(fingerprint)
-        bad_files += bad
+        files = tuple(Path(f) for f in dataset._image_files)
+        labels = check_labels(f"flowers102 {split}", np.asarray(dataset._labels), num_classes)
+        splits[split] = SourceSplit(ImageFiles(files, Path(path)), labels)
     classes = list(getattr(Flowers102, "classes", [str(i) for i in range(num_classes)]))
     if not classes:
         raise DhaError("flowers102: torchvision gave no class names")
-    fingerprint = hashlib.sha256("".join(fingerprints).encode()).hexdigest()
-    return SourceData(classes=classes, splits=splits, fingerprint=fingerprint, bad_files=bad_files)
+    return SourceData(classes=classes, splits=splits)

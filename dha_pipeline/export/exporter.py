@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from dha_pipeline.backends import OnnxBackend, TorchScriptBackend
-from dha_pipeline.data.cache import PreparedData
+from dha_pipeline.data.batches import BatchSource, first_images
 from dha_pipeline.derive import Child
 from dha_pipeline.errors import CheckFailed, DhaError
 from dha_pipeline.export.metadata import METADATA_KEY, TORCHSCRIPT_EXTRA_FILE, input_spec, package_versions
@@ -26,6 +26,7 @@ from dha_pipeline.export.onnx_format import export_onnx
 from dha_pipeline.export.parity import Parity, compare_logits
 from dha_pipeline.export.torchscript_format import export_torchscript
 from dha_pipeline.fileio import staged_directory, write_json, write_text
+from dha_pipeline.layout import MODEL_FILES, ExportLayout
 from dha_pipeline.preprocess import model_input
 from dha_pipeline.progress import progress_bar
 from dha_pipeline.recipe import ExportConfig
@@ -35,9 +36,8 @@ from dha_pipeline.spaces.cost import count_macs, count_params
 
 @dataclass(frozen=True)
 class ExportFormat:
-    """One deployable format: its file name, writer, metadata embedder and loader for parity."""
+    """One deployable format (its file name is `MODEL_FILES[name]`): writer, metadata embedder, loader."""
 
-    filename: str
     write: Callable[[torch.nn.Module, torch.Tensor, Path, ExportConfig, dict[str, Any]], Any]
     embed: Callable[[Path, dict[str, Any]], None]
     load: Callable[[Path], Callable[[np.ndarray], np.ndarray]]
@@ -61,11 +61,12 @@ def _embed_torchscript(path: Path, metadata: dict[str, Any]) -> None:
 
 
 FORMATS: dict[str, ExportFormat] = {
-    "onnx": ExportFormat("model.onnx", lambda m, x, p, cfg, meta: export_onnx(m, x, p, cfg.opset, meta),
+    "onnx": ExportFormat(lambda m, x, p, cfg, meta: export_onnx(m, x, p, cfg.opset, meta),
                          _embed_onnx, lambda p: OnnxBackend(p, prefer_cuda=False)),
-    "torchscript": ExportFormat("model.ts", lambda m, x, p, cfg, meta: export_torchscript(m, x, p, meta),
+    "torchscript": ExportFormat(lambda m, x, p, cfg, meta: export_torchscript(m, x, p, meta),
                                 _embed_torchscript, TorchScriptBackend),
 }
+assert set(FORMATS) == set(MODEL_FILES), "every export format needs a file name in the layout"
 
 
 def check_formats(formats: list[str]) -> list[str]:
@@ -78,14 +79,11 @@ def check_formats(formats: list[str]) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
-def parity_images(data: PreparedData, count: int) -> tuple[np.ndarray, str]:
-    """Up to `count` real images: validation first, topped up from train if val is small."""
-    images = data.x["val"][:count]
-    source = "val"
-    if len(images) < count:
-        images = np.concatenate([images, data.x["train"][:count - len(images)]])
-        source = "val+train"
-    return images, source
+def parity_images(val: BatchSource, train: BatchSource | None, count: int) -> tuple[np.ndarray, str]:
+    """Up to `count` real images: validation first, topped up from train (when given) if val is small."""
+    if len(val) >= count or train is None:
+        return first_images([val], count), "val"
+    return first_images([val, train], count), "val+train"
 
 
 @dataclass
@@ -98,13 +96,12 @@ class ExportResult:
 
 
 def build_metadata(child: Child, name: str) -> dict[str, Any]:
-    """The DESIGN.md metadata of a child network (parity is added after the gate)."""
-    config = child.config
+    """The metadata contract of a child network (docs/ARCHITECTURE.md; parity is added after the gate)."""
     info = child.info
     return {
         "name": name,
         "classes": child.classes,
-        "input": input_spec(config.image_size, config.in_channels, child.mean, child.std),
+        "input": input_spec(child.image_size, child.channels, child.mean, child.std),
         "search_space": info["search_space"],
         "genotype": info["genotype"],
         "components": info["components"],
@@ -113,18 +110,19 @@ def build_metadata(child: Child, name: str) -> dict[str, Any]:
         "base_augment": info["base_augment"],
         "hyperparameters": info["hyperparameters"],
         "params": count_params(child.model),
-        "macs": count_macs(child.model, config.in_channels, config.image_size),
+        "macs": count_macs(child.model, child.channels, child.image_size),
         "recipe_sha256": info["recipe_sha256"],
         "data": info["data"],
         "versions": package_versions(),
     }
 
 
-def export_child(child: Child, name: str, data: PreparedData, config: ExportConfig, formats: list[str],
-                 export_dir: Path) -> ExportResult:
-    """Write every format into `export_dir` if, and only if, each passes the parity gate."""
+def export_child(child: Child, name: str, images: np.ndarray, images_source: str, config: ExportConfig,
+                 formats: list[str], layout: ExportLayout) -> ExportResult:
+    """Write every format into the export directory if, and only if, each passes the parity gate on
+    `images` (uint8 NHWC, from `images_source`)."""
     formats = check_formats(formats)
-    images, source = parity_images(data, config.parity_samples)
+    export_dir = layout.root
     inputs = model_input(images, child.mean, child.std)
     model = child.model.eval()
     with torch.no_grad():
@@ -135,7 +133,7 @@ def export_child(child: Child, name: str, data: PreparedData, config: ExportConf
         task = progress.add_task("exporting", total=len(formats))
         for fmt_name in formats:
             fmt = FORMATS[fmt_name]
-            path = stage / fmt.filename
+            path = stage / MODEL_FILES[fmt_name]
             progress.update(task, description=f"exporting {fmt_name}")
             fmt.write(model, torch.from_numpy(inputs[:2]), path, config, metadata)
             parity[fmt_name] = compare_logits(reference, fmt.load(path)(inputs))
@@ -150,15 +148,14 @@ def export_child(child: Child, name: str, data: PreparedData, config: ExportConf
         metadata["parity"] = {
             "max_abs_diff": max(p.max_abs_diff for p in parity.values()),
             "top1_agreement": min(p.top1_agreement for p in parity.values()),
-            "num_samples": len(inputs), "images": source,
+            "num_samples": len(inputs), "images": images_source,
             "by_format": {k: v.to_dict() for k, v in parity.items()}}
+        staged = ExportLayout(stage)
         for fmt_name in formats:
-            FORMATS[fmt_name].embed(stage / FORMATS[fmt_name].filename, metadata)
-        write_json(stage / "metadata.json", metadata)
-        write_text(stage / "MODEL_CARD.md", model_card(metadata, None))
-    stale = [FORMATS[f].filename for f in FORMATS if f not in formats]
-    for filename in stale:
-        (export_dir / filename).unlink(missing_ok=True)
-    files = {f: export_dir / FORMATS[f].filename for f in formats}
-    return ExportResult(files, parity, metadata)
+            FORMATS[fmt_name].embed(staged.model(fmt_name), metadata)
+        write_json(staged.metadata, metadata)
+        write_text(staged.model_card, model_card(metadata, None))
+    for stale in (f for f in FORMATS if f not in formats):
+        layout.model(stale).unlink(missing_ok=True)
+    return ExportResult({f: layout.model(f) for f in formats}, parity, metadata)
 

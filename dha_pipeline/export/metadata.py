@@ -1,4 +1,4 @@
-"""The model metadata contract (DESIGN.md), embedded in every model file and in metadata.json.
+"""The model metadata contract (docs/ARCHITECTURE.md, "Contracts"), embedded in every model file and in metadata.json.
 
 Reading metadata from an ONNX file needs onnxruntime only (no torch), so
 `dha predict` can use it.

@@ -9,6 +9,19 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
+def _eta(hyper: dict[str, Any]) -> str:
+    """eta (base lr, weight decay) as learned or fixed, with the schedule the base lr was multiplied by."""
+    if not hyper:
+        return "hyper-parameters: not recorded"
+    how = "learned by hypergradient" if hyper.get("learned") else "fixed by the recipe"
+    line = f"eta ({how}): base learning rate {hyper['lr']:.4g}, weight decay {hyper['weight_decay']:.4g}"
+    schedule = hyper.get("schedule")
+    if schedule:
+        line += (f"; schedule: {schedule['warmup_epochs']} warm-up epochs, then {schedule['kind']} to "
+                 f"{schedule['lr_min']:g} over {schedule['epochs']} epochs, momentum {schedule['momentum']}")
+    return line
+
+
 def model_card(metadata: dict[str, Any], evaluation: dict[str, Any] | None) -> str:
     """Markdown model card from the model metadata and, when known, its evaluation."""
     spec = metadata["input"]
@@ -27,7 +40,7 @@ def model_card(metadata: dict[str, Any], evaluation: dict[str, Any] | None) -> s
         "## Network",
         f"- search space: {metadata['search_space']}; params {metadata['params']:,}; MACs {metadata['macs']:,}",
         f"- genotype: `{metadata['genotype']}`",
-        f"- final lr {hyper.get('lr')}, weight decay {hyper.get('weight_decay')}",
+        f"- {_eta(hyper)}",
         f"- trained on `{metadata['data']['dataset']}`",
         "",
         "## Export parity (onnxruntime / TorchScript vs torch)",

@@ -28,8 +28,11 @@ def learning_curves(history: list[dict[str, float]], path: str | Path) -> None:
         axes[0].plot(epochs, [row[key] for row in history], label=label)
     for key, label in (("train_top1", "train"), ("val_top1", "val")):
         axes[1].plot(epochs, [row[key] for row in history], label=label)
-    axes[2].plot(epochs, [row["lr"] for row in history])
-    for axis, title in zip(axes, ("loss", "top-1", "learning rate (end of epoch)"), strict=True):
+    axes[2].plot(epochs, [row["lr"] for row in history], label="base lr (eta)")
+    axes[2].plot(epochs, [row["scheduled_lr"] for row in history], label="scheduled lr (end of epoch)")
+    axes[2].set_yscale("log")
+    axes[2].legend()
+    for axis, title in zip(axes, ("loss", "top-1", "learning rate"), strict=True):
         axis.set_title(title)
         axis.set_xlabel("epoch")
     axes[0].legend()
@@ -75,77 +78,45 @@ def policy_heatmap(probs: np.ndarray, op_names: list[str], path: str | Path, tit
 
 
 def hyperparameter_trajectories(rows: list[dict[str, float]], path: str | Path) -> None:
-    """Learning rate and weight decay per epoch (log scale)."""
+    """eta per epoch (base learning rate and weight decay, log scale), the scheduled lr beside the base lr."""
     plt = pyplot()
     epochs = [row["epoch"] for row in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for axis, key, title in ((axes[0], "lr", "learning rate"), (axes[1], "weight_decay", "weight decay")):
-        axis.plot(epochs, [row[key] for row in rows], marker="o", markersize=3)
+    axes[0].plot(epochs, [row["scheduled_lr"] for row in rows], color="gray", linestyle="--",
+                 label="scheduled lr (end of epoch)")
+    for axis, key, title in ((axes[0], "lr", "base learning rate (eta)"), (axes[1], "weight_decay", "weight decay")):
+        axis.plot(epochs, [row[key] for row in rows], marker="o", markersize=3, label=title)
         axis.set_yscale("log")
         axis.set_title(title)
         axis.set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 
 
 def architecture_weights(history: dict[str, list[np.ndarray]], op_names: list[str], path: str | Path) -> None:
-    """Per cell type and node: the largest |x| of each op (over the node's input edges), per epoch.
+    """Per group and decision point: the largest |x| of each op (over the point's inputs), per epoch.
 
-    `history[cell_type]` is a list over epochs of arrays shaped (nodes, inputs, ops), padded with 0.
+    `history[group]` is a list over epochs of arrays shaped (points, inputs, ops), padded with 0.
     """
     plt = pyplot()
-    cell_types = list(history)
-    nodes = history[cell_types[0]][0].shape[0]
-    fig, axes = plt.subplots(len(cell_types), nodes, figsize=(3.2 * nodes, 2.8 * len(cell_types)), squeeze=False)
-    for row, cell_type in enumerate(cell_types):
-        stacked = np.abs(np.stack(history[cell_type]))  # epochs, nodes, inputs, ops
+    groups = list(history)
+    columns = max(history[group][0].shape[0] for group in groups)
+    fig, axes = plt.subplots(len(groups), columns, figsize=(3.2 * columns, 2.8 * len(groups)), squeeze=False)
+    for row, group in enumerate(groups):
+        stacked = np.abs(np.stack(history[group]))  # epochs, points, inputs, ops
         epochs = np.arange(1, len(stacked) + 1)
-        for node in range(nodes):
-            axis = axes[row][node]
+        for index in range(columns):
+            axis = axes[row][index]
+            if index >= stacked.shape[1]:
+                axis.axis("off")
+                continue
             for op, name in enumerate(op_names):
-                axis.plot(epochs, stacked[:, node, :, op].max(axis=1), label=name)
-            axis.set_title(f"{cell_type} node {node}")
+                axis.plot(epochs, stacked[:, index, :, op].max(axis=1), label=name)
+            axis.set_title(f"{group} {index}")
             axis.set_xlabel("epoch")
     axes[0][0].legend(fontsize=6)
-    fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
-
-
-def cell_diagrams(genotype: dict[str, list], path: str | Path) -> None:
-    """The normal and reduction cells as graphs: inputs, 4 nodes, output; edges labeled by op."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    for axis, cell_type in zip(axes, ("normal", "reduce"), strict=True):
-        edges = genotype[cell_type]
-        nodes = len(edges) // 2
-        positions = {0: (0.0, 1.0), 1: (0.0, -1.0)}
-        positions.update({2 + i: (1.0 + i, 0.9 if i % 2 else -0.9) for i in range(nodes)})
-        positions[-1] = (nodes + 1.0, 0.0)
-        labels = {0: "c_{k-2}", 1: "c_{k-1}", -1: "c_{k}"}
-        labels.update({2 + i: str(i) for i in range(nodes)})
-        for position, (op, source) in enumerate(edges):
-            target = 2 + position // 2
-            (x0, y0), (x1, y1) = positions[source], positions[target]
-            bend = 0.25 if position % 2 else -0.25
-            axis.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                          arrowprops={"arrowstyle": "->", "color": "gray", "connectionstyle": f"arc3,rad={bend}"})
-            # the point halfway along matplotlib's arc3 Bezier curve
-            label_x = (x0 + x1) / 2 + 0.5 * bend * (y1 - y0)
-            label_y = (y0 + y1) / 2 - 0.5 * bend * (x1 - x0)
-            axis.text(label_x, label_y, op, fontsize=7, ha="center", va="center", color="darkblue",
-                      bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
-        for node in range(nodes):
-            (x0, y0), (x1, y1) = positions[2 + node], positions[-1]
-            axis.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": "lightgray"})
-        for key, (x, y) in positions.items():
-            axis.text(x, y, labels[key], ha="center", va="center", fontsize=9,
-                      bbox={"boxstyle": "round", "facecolor": "lightyellow" if key in (0, 1, -1) else "lightblue"})
-        axis.set_xlim(-0.6, nodes + 1.6)
-        axis.set_ylim(-1.6, 1.6)
-        axis.set_title(f"{cell_type} cell")
-        axis.axis("off")
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)

@@ -1,4 +1,4 @@
-"""Hyper-gradient optimization of eta = (learning rate, weight decay) (ALGORITHM.md sec. 1, steps 5-6).
+"""Hyper-gradient optimization of eta = (learning rate, weight decay): the math (docs/METHOD.md, "Hyper-parameters").
 
 theta takes the momentum-SGD step of `HyperSGD`:
     g <- clip(g, grad_clip) (global norm),  d = g + wd * theta,  v = mu * v + d,  theta' = theta - lr * v.
@@ -13,9 +13,10 @@ happens before wd, so it does not depend on eta).
 Where g' comes from is the estimator, chosen by name:
 - `next_batch`: the gradient step t+1 computes anyway (read from p.grad after
   backward, before `HyperSGD.step` clips it); costs a few dot products.
-- `held_in`: an extra forward/backward on a held-in training batch right after
-  step t, with every buffer of the model (BatchNorm running statistics) restored
-  afterwards, and gradients taken by autograd.grad so p.grad is not touched.
+- `held_in`: an extra forward/backward on a held-in training batch at theta' (the
+  weights after step t, before step t+1), with every buffer of the model (BatchNorm
+  running statistics) restored afterwards, and gradients taken by autograd.grad so
+  p.grad is not touched.
 """
 
 from __future__ import annotations
@@ -263,7 +264,7 @@ def held_in_gradients(module: nn.Module, optimizer: HyperSGD, closure: Callable[
 
 
 class HyperOptimizer:
-    """Normalized hyper-steps on (log lr, log wd), written into the optimizer's param groups.
+    """The update rule of eta: normalized hyper-steps on (log lr, log wd), from g' by the chosen estimator.
 
     Step: log_eta <- log_eta - hyper_lr * h, h = the hypergradient divided by
     |g'| times the norm of the step component eta moves (|Delta| for lr, |Gamma|
@@ -271,19 +272,14 @@ class HyperOptimizer:
     it is dimensionless and bounded by 1, so `hyper_lr` is the largest change of
     log eta per step whatever the parameter count or loss scale; it is zero exactly
     at the hypergradient-descent equilibrium (successive steps orthogonal), needs
-    no optimizer state, and is identical on every rank. Clamped to the bounds.
+    no optimizer state, and is identical on every rank. Clamped to the bounds. It changes eta only;
+    writing lr and wd into theta's optimizer is the hyper learner's job (search/hyper.py).
     """
 
     def __init__(self, params: HyperParams, hyper_lr: float, estimator: str = "next_batch") -> None:
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown hypergradient estimator '{estimator}'; use one of {', '.join(ESTIMATORS)}")
         self.params, self.hyper_lr, self.estimator = params, hyper_lr, estimator
-
-    def apply(self, optimizer: torch.optim.Optimizer) -> None:
-        """Write the current lr and wd into every param group."""
-        lr, wd = self.params.lr, self.params.wd
-        for group in optimizer.param_groups:
-            group["lr"], group["weight_decay"] = lr, wd
 
     def gradients(self, optimizer: HyperSGD, module: nn.Module | None = None,
                   closure: Callable[[], torch.Tensor] | None = None) -> Grads:
@@ -295,18 +291,17 @@ class HyperOptimizer:
         return held_in_gradients(module, optimizer, closure)
 
     def step(self, optimizer: HyperSGD, next_grads: Sequence[torch.Tensor | None]) -> tuple[float, float]:
-        """One hyper-step from g' = `next_grads`, then `apply`; returns the normalized (h_lr, h_wd) for logging.
+        """One hyper-step of eta from g' = `next_grads`; returns the normalized (h_lr, h_wd) for logging.
 
-        next_batch: call after backward of step t+1 and before `optimizer.step()`.
-        held_in: call right after `optimizer.step()` of step t.
-        Before the optimizer's first step there is nothing to differentiate: eta stays.
+        Call between the optimizer's step t and step t+1, with g' the gradient at theta' (next_batch:
+        after backward of step t+1; held_in: from a held-in batch at the same theta'). Before the
+        optimizer's first step there is nothing to differentiate: eta stays.
         """
         h_lr, h_wd = normalized_hypergradient(optimizer, next_grads)
         with torch.no_grad():
             self.params.log_lr -= self.hyper_lr * h_lr
             self.params.log_wd -= self.hyper_lr * h_wd
         self.params.clamp_()
-        self.apply(optimizer)
         return h_lr, h_wd
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,37 +1,20 @@
-"""ISTA-NAS in one stage for the DARTS cell space (ALGORITHM.md sec. 3).
+"""ISTA-NAS in one stage, for any search space's decision points (docs/METHOD.md, "Architecture").
 
-Per cell type and intermediate node i, the architecture is a sparse x_i in R^n
-(n = 7 * (2 + i): one entry per (input edge, op)), compressed into a learnable
-code b_i = A_i x_i in R^m by a fixed random measurement matrix A_i. During an
-epoch the network runs only the support S_i of x_i (2 edges, 1 op each) with
-the one-step ISTA weights w_S = x_S + A_S^T (b - A_S x_S), so the training loss
-reaches b through w. Once per epoch x is recovered from b by FISTA; a node
-whose x stopped moving freezes.
+Per decision point, the architecture is a sparse x in R^n (one entry per (input, candidate op)),
+compressed into a learnable code b = A x in R^m (m < n) by a fixed random measurement matrix A.
+During an epoch the network runs only the support S of x (`keep` distinct inputs, the best op of
+each) with the one-step ISTA weights w_S = x_S + A_S^T (b - A_S x_S), so the training loss reaches b
+through w. Once per epoch x is recovered from b by FISTA; a point whose x stopped moving freezes.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import nn
 
-from dha_pipeline.spaces.genotype import Genotype
-from dha_pipeline.spaces.operations import PRIMITIVES
-from dha_pipeline.spaces.supernet import CELL_TYPES, NODES
-
-NUM_NODES = NODES
-NUM_OPS = len(PRIMITIVES)
-CODE_SIZE = 7
-KEEP_EDGES = 2
-FIRST_NODE = 2
-"""States 0 and 1 are the cell inputs; intermediate node i is state 2 + i and reads states 0..1+i."""
-
-Support = list[tuple[int, int]]
-NodeKey = tuple[str, int]
-NodeWeights = list[tuple[int, int, torch.Tensor]]
-
+from dha_pipeline.spaces.base import ActiveOp, ArchWeights, DecisionPoint, PointKey, Support
 
 def measurement_matrix(m: int, n: int, seed: int) -> torch.Tensor:
     """A fixed m x n Gaussian matrix with unit-norm columns (float32, CPU), reproducible from `seed`.
@@ -82,8 +65,8 @@ def fista(A: torch.Tensor, b: torch.Tensor, lam: float, max_iter: int = 1000, to
     return x.to(dtype=b.dtype, device=b.device)
 
 
-def select_support(x: torch.Tensor, num_inputs: int, num_ops: int = NUM_OPS, k: int = KEEP_EDGES) -> Support:
-    """The k (edge, op) pairs a node keeps, sorted by edge.
+def select_support(x: torch.Tensor, num_inputs: int, num_ops: int, k: int) -> Support:
+    """The k (edge, op) pairs a decision point keeps, sorted by edge.
 
     x is read as (num_inputs, num_ops). Each edge's best op is the one of largest |x|
     (every op column competes); the k edges whose best |x| is largest are kept. Ties
@@ -100,7 +83,7 @@ def select_support(x: torch.Tensor, num_inputs: int, num_ops: int = NUM_OPS, k: 
     return list(zip(edges.tolist(), best_op[edges].tolist()))
 
 
-def support_index(support: Support, num_ops: int = NUM_OPS) -> list[int]:
+def support_index(support: Support, num_ops: int) -> list[int]:
     """Flat positions in x of the (edge, op) pairs."""
     return [edge * num_ops + op for edge, op in support]
 
@@ -112,7 +95,7 @@ def _support_weights(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, index: t
 
 
 def one_step_weights(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, support: Support,
-                     num_ops: int = NUM_OPS) -> torch.Tensor:
+                     num_ops: int) -> torch.Tensor:
     """One ISTA step from x restricted to the support, zero elsewhere; differentiable w.r.t. b."""
     index = torch.tensor(support_index(support, num_ops), dtype=torch.long, device=A.device)
     w_S = _support_weights(A, b, x, index)
@@ -120,13 +103,13 @@ def one_step_weights(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, support:
 
 
 class NodeCode(nn.Module):
-    """One node's A (fixed), code b (learned), last accepted x and frozen flag.
+    """One decision point's A (fixed), code b (learned), last accepted x and frozen flag.
 
     The support is derived from x_last; it and the frozen flag are mirrored in
     Python so that a forward pass needs no device synchronization.
     """
 
-    def __init__(self, A: torch.Tensor, x0: torch.Tensor, num_ops: int = NUM_OPS, keep: int = KEEP_EDGES) -> None:
+    def __init__(self, A: torch.Tensor, x0: torch.Tensor, num_ops: int, keep: int) -> None:
         super().__init__()
         self.num_ops, self.keep = num_ops, keep
         self.num_inputs = A.shape[1] // num_ops
@@ -151,7 +134,7 @@ class NodeCode(nn.Module):
         if self.is_frozen:
             self.b.grad = None
 
-    def weights(self) -> NodeWeights:
+    def weights(self) -> list[ActiveOp]:
         """(edge, op, w) for the active support; w carries gradient to b unless frozen."""
         b = self.b.detach() if self.is_frozen else self.b
         w = _support_weights(self.A, b, self.x_last, self.support_index)
@@ -178,94 +161,77 @@ class NodeCode(nn.Module):
 
 
 class ArchCode(nn.Module):
-    """The codes of both cell types: 2 x `num_nodes` NodeCodes, seeded identically on every rank.
+    """The codes of every decision point of a space, seeded identically on every rank.
 
-    Initialization: node (cell c, node i) draws A from seed `seed * 2 * num_nodes +
-    c * num_nodes + i`. x0 is a valid random architecture: `keep` distinct random
-    edges, one random op each, all at value `init_scale`; b = A x0 and x_last = x0.
-    So b exactly encodes x_last, the first epoch trains a uniformly random support,
-    and its one-step weights start at exactly `init_scale` (the residual is zero).
-    The default 1.0 gives every op the unit scale of a freshly initialized
-    BatchNorm (gamma = 1), the scale the derived network starts from, and suits
-    the recipe's default lambda (0.1) and freeze threshold (0.02).
+    Initialization: the point at position p (in `points` order) draws A from seed `seed * len(points)
+    + p`. x0 is a valid random architecture: `keep` distinct random inputs, one random op each, all at
+    value `init_scale`; b = A x0 and x_last = x0. So b exactly encodes x_last, the first epoch trains
+    a uniformly random support, and its one-step weights start at exactly `init_scale` (the residual
+    is zero). The default 1.0 gives every op the unit scale of a freshly initialized BatchNorm
+    (gamma = 1), the scale the derived network starts from, and suits the recipe's default lambda
+    (0.1) and freeze threshold (0.02).
     """
 
-    def __init__(self, seed: int, num_nodes: int = NUM_NODES, num_ops: int = NUM_OPS, code_size: int = CODE_SIZE,
-                 keep: int = KEEP_EDGES, init_scale: float = 1.0) -> None:
+    def __init__(self, points: list[DecisionPoint], seed: int, init_scale: float = 1.0) -> None:
         super().__init__()
-        self.seed, self.num_nodes, self.num_ops, self.keep = seed, num_nodes, num_ops, keep
+        self.seed = seed
+        self.points = list(points)
         generator = torch.Generator().manual_seed(seed)
-        cells = {}
-        for c, cell_type in enumerate(CELL_TYPES):
-            nodes = []
-            for i in range(num_nodes):
-                num_inputs = FIRST_NODE + i
-                A = measurement_matrix(code_size, num_ops * num_inputs, seed * len(CELL_TYPES) * num_nodes
-                                       + c * num_nodes + i)
-                edges = torch.randperm(num_inputs, generator=generator)[:keep]
-                ops = torch.randint(num_ops, (keep,), generator=generator)
-                x0 = torch.zeros(num_ops * num_inputs)
-                x0[edges * num_ops + ops] = init_scale
-                nodes.append(NodeCode(A, x0, num_ops, keep))
-            cells[cell_type] = nn.ModuleList(nodes)
-        self.cells = nn.ModuleDict(cells)
+        groups: dict[str, list[NodeCode]] = {}
+        for position, point in enumerate(self.points):
+            if point.index != len(groups.get(point.group, [])):
+                raise ValueError(f"decision points of group '{point.group}' must be numbered 0, 1, ... in order")
+            num_ops = len(point.ops)
+            A = measurement_matrix(point.code_size, point.size, seed * len(self.points) + position)
+            inputs = torch.randperm(point.num_inputs, generator=generator)[:point.keep]
+            ops = torch.randint(num_ops, (point.keep,), generator=generator)
+            x0 = torch.zeros(point.size)
+            x0[inputs * num_ops + ops] = init_scale
+            groups.setdefault(point.group, []).append(NodeCode(A, x0, num_ops, point.keep))
+        self.groups = nn.ModuleDict({group: nn.ModuleList(nodes) for group, nodes in groups.items()})
 
-    def nodes(self) -> list[tuple[NodeKey, NodeCode]]:
-        """Every ((cell type, node index), NodeCode), normal cell first."""
-        return [((cell_type, i), node) for cell_type in CELL_TYPES for i, node in enumerate(self.cells[cell_type])]
+    def node(self, key: PointKey) -> NodeCode:
+        """The code of decision point `key`."""
+        return self.groups[key[0]][key[1]]
 
-    def weights(self, cell_type: str) -> list[tuple[int, NodeWeights]]:
-        """Per node of `cell_type`: (node, [(edge, op, w), ...]), the one-step ISTA weights of its support.
+    def nodes(self) -> list[tuple[PointKey, NodeCode]]:
+        """Every (key, NodeCode), in decision-point order."""
+        return [(point.key, self.node(point.key)) for point in self.points]
 
-        Compute once per forward pass and share across the cells of that type.
-        """
-        return [(i, node.weights()) for i, node in enumerate(self.cells[cell_type])]
+    def weights(self) -> ArchWeights:
+        """Per decision point, the one-step ISTA weights of its support: compute once per forward pass."""
+        return {key: node.weights() for key, node in self.nodes()}
 
-    def recover(self, lam: float, max_iter: int = 10_000, tol: float = 1e-10) -> dict[NodeKey, torch.Tensor]:
-        """FISTA proposals for every unfrozen node; nothing changes until `commit`."""
+    def recover(self, lam: float, max_iter: int = 10_000, tol: float = 1e-10) -> dict[PointKey, torch.Tensor]:
+        """FISTA proposals for every unfrozen point; nothing changes until `commit`."""
         return {key: node.recover(lam, max_iter, tol) for key, node in self.nodes() if not node.is_frozen}
 
-    def commit(self, proposals: dict[NodeKey, torch.Tensor], accept: bool) -> None:
+    def commit(self, proposals: dict[PointKey, torch.Tensor], accept: bool) -> None:
         """Record each proposal's drift; adopt the proposals only if `accept` (the budget test passed).
 
-        A rejected round keeps x_last (and so the support); its drifts still count
-        for freezing, which then fixes the node at the kept x_last.
+        A rejected round keeps x_last (and so the support); its drifts still count for freezing,
+        which then fixes the point at the kept x_last.
         """
-        nodes = dict(self.nodes())
         for key, x_new in proposals.items():
-            nodes[key].commit(x_new, accept)
+            self.node(key).commit(x_new, accept)
 
-    def update_freezing(self, threshold: float) -> list[NodeKey]:
-        """Freeze every unfrozen node whose last drift ||x_new - x_last|| <= threshold; returns those."""
+    def update_freezing(self, threshold: float) -> list[PointKey]:
+        """Freeze every unfrozen point whose last drift ||x_new - x_last|| <= threshold; returns those."""
         newly = [key for key, node in self.nodes() if not node.is_frozen and float(node.last_drift) <= threshold]
-        nodes = dict(self.nodes())
         for key in newly:
-            nodes[key].freeze()
+            self.node(key).freeze()
         return newly
 
     def all_frozen(self) -> bool:
-        """True once every node of both cell types is frozen (phase 1 ends)."""
+        """True once every decision point is frozen (the search phase ends)."""
         return all(node.is_frozen for _, node in self.nodes())
 
     def drift(self) -> dict[str, float]:
-        """Last measured ||x_new - x_last|| per node as {'normal/0': ...} (inf before the first recovery)."""
-        return {f"{cell_type}/{i}": float(node.last_drift) for (cell_type, i), node in self.nodes()}
+        """Last measured ||x_new - x_last|| per point as {'normal/0': ...} (inf before the first recovery)."""
+        return {f"{group}/{index}": float(node.last_drift) for (group, index), node in self.nodes()}
 
-    def genotype(self, proposals: dict[NodeKey, torch.Tensor] | None = None) -> Genotype:
-        """The DARTS genotype of x_last, or of `proposals` where given (for the budget test before commit)."""
+    def supports(self, proposals: dict[PointKey, torch.Tensor] | None = None) -> dict[PointKey, Support]:
+        """Each point's support: of x_last, or of its proposal where given (the budget test before commit)."""
         proposals = proposals or {}
-        edges: dict[str, list[tuple[str, int]]] = {cell_type: [] for cell_type in CELL_TYPES}
-        for key, node in self.nodes():
-            support = (select_support(proposals[key], node.num_inputs, self.num_ops, self.keep)
-                       if key in proposals else node.support)
-            edges[key[0]].extend((PRIMITIVES[op], edge) for edge, op in support)
-        concat = tuple(range(FIRST_NODE, FIRST_NODE + self.num_nodes))
-        genotype = Genotype(normal=tuple(edges["normal"]), normal_concat=concat,
-                            reduce=tuple(edges["reduce"]), reduce_concat=concat)
-        genotype.validate()
-        return genotype
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready record of the run's codes: seed, supports, frozen flags, drifts."""
-        return {"seed": self.seed, "genotype": self.genotype().to_dict(), "drift": self.drift(),
-                "frozen": {f"{c}/{i}": node.is_frozen for (c, i), node in self.nodes()}}
+        return {key: (select_support(proposals[key], node.num_inputs, node.num_ops, node.keep)
+                      if key in proposals else list(node.support)) for key, node in self.nodes()}

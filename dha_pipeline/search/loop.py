@@ -1,16 +1,15 @@
-"""The one training loop of every variant (ALGORITHM.md sections 1, 2, 6).
+"""The one training loop of every variant (docs/METHOD.md, "One training step" and "Schedule").
 
-Per step: draw a batch; base augmentation; the learned policy's op pairs (da);
-forward the current network (supernet under the ISTA weights while the
-architecture is searched); backward once for theta and b; a hyper-step on
-(lr, wd) from the hypergradient (hpo); a policy step on tau (da); an Adam step
-on b (nas); the momentum-SGD step on theta. Per epoch: FISTA recovery, budget
-test and freezing (phase 1), validation, logs and an atomic checkpoint.
+A step reads top to bottom: batch -> base augmentation -> policy ops -> forward -> backward ->
+gradient reduction -> each learner's step (eta, tau, b) -> the theta step. Each epoch ends with
+validation, the architecture learner's recovery and freezing (search phase), logs and an atomic
+checkpoint. The search phase ends when every decision point froze or at `search.search_epochs`;
+the train phase trains on with the architecture fixed. In sequential mode the search phase runs
+NAS alone and the train phase trains the derived network, re-initialized, with DA and HPO.
 
-Phase 1 ends when every node froze or at `search.search_epochs`; phase 2 trains
-on with the architecture fixed. In sequential mode phase 1 runs NAS alone and
-phase 2 trains the derived network, re-initialized, with DA and HPO.
-Data stay on the device as uint8; the test split is never touched here.
+The learners own their state; this module owns the order of a step, the position in the data,
+the random stream, logs and checkpoints. Splits stay on the device as uint8; the test split is
+never read here. Only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -20,40 +19,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.progress import TextColumn
+from torch import nn
 from torch.nn import functional as F
 
 from dha_pipeline.augment.base import BaseAugment
 from dha_pipeline.data.cache import PreparedData
+from dha_pipeline.data.device import DeviceSplit, Standardize, to_unit
 from dha_pipeline.device import resolve_device
-from dha_pipeline.distributed import is_main_process
+from dha_pipeline.distributed import all_average, is_main_process
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import write_json
-from dha_pipeline.metrics import RunningMean, write_csv
-from dha_pipeline.preprocess import PIXEL_SCALE, standardize
-from dha_pipeline.progress import progress_bar
+from dha_pipeline.progress import interactive, log_line, progress_bar
 from dha_pipeline.recipe import SEARCH_SECTIONS, Recipe
 from dha_pipeline.search import observe
+from dha_pipeline.search.architecture import ArchitectureLearner
 from dha_pipeline.search.checkpoint import load_checkpoint, save_checkpoint
-from dha_pipeline.search.parts import SearchParts, build_parts, network_config, supernet_config
-from dha_pipeline.search.schedule import learning_rate, schedule_factor
+from dha_pipeline.search.hpo import HyperSGD
+from dha_pipeline.search.hyper import HyperLearner
+from dha_pipeline.search.phase import Phase
+from dha_pipeline.search.policy import PolicyLearner
+from dha_pipeline.search.result import SearchResult
+from dha_pipeline.spaces.base import DataShape, Genotype
 from dha_pipeline.spaces.cost import count_macs, count_params
-from dha_pipeline.spaces.darts import DartsNetwork
-from dha_pipeline.spaces.genotype import Genotype
-from dha_pipeline.spaces.operations import PRIMITIVES
+from dha_pipeline.spaces.registry import get_space
 
-CHECKPOINT = Path("checkpoints") / "last.pt"
-HISTORY = "history.csv"
-FISTA_MAX_ITER = 10_000
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass
 class SearchOutcome:
     """What a finished run reports."""
 
-    history: list[dict[str, float]]
+    history: list[dict[str, Any]]
     genotype: Genotype
     params: int
     macs: int
@@ -61,42 +60,6 @@ class SearchOutcome:
     checkpoint: Path
     resumed_from: str | None
     plots: list[Path]
-
-
-class DeviceImages:
-    """A split held on the device as uint8 NCHW, served as normalized float batches."""
-
-    def __init__(self, x_nhwc: np.ndarray, y: np.ndarray, mean: list[float], std: list[float],
-                 device: torch.device) -> None:
-        self.x = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))).to(device)
-        self.y = torch.from_numpy(y).to(device)
-        shape = (1, len(mean), 1, 1)
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(shape)
-        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(shape)
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def unit(self, index: torch.Tensor | slice) -> torch.Tensor:
-        """Images at `index` as floats in [0, 1]."""
-        return self.x[index].float().div_(PIXEL_SCALE)
-
-    def normalize(self, unit_batch: torch.Tensor) -> torch.Tensor:
-        """The model input for a batch in [0, 1]."""
-        return standardize(unit_batch, self.mean, self.std)
-
-
-@torch.no_grad()
-def evaluate_split(parts: SearchParts, images: DeviceImages, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 of the current network (eval mode) on a whole split."""
-    parts.model.eval()
-    loss, correct = 0.0, 0
-    for start in range(0, len(images), batch_size):
-        index = slice(start, start + batch_size)
-        logits = parts.forward(images.normalize(images.unit(index)))
-        loss += F.cross_entropy(logits, images.y[index], reduction="sum").item()
-        correct += (logits.argmax(1) == images.y[index]).sum().item()
-    return loss / len(images), correct / len(images)
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -114,198 +77,304 @@ def _restore_rng(generator: torch.Generator, state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([cuda_state.cpu() for cuda_state in state["cuda"]])
 
 
-def _genotype_cost(recipe: Recipe, data: PreparedData, genotype: Genotype) -> tuple[int, int]:
-    """Parameters and MACs of the plain network a genotype derives (the budget test's target network)."""
-    network = DartsNetwork(network_config(recipe, data, genotype))
-    return count_params(network), count_macs(network, data.channels, data.image_size)
-
-
 class SearchRun:
-    """One run of the loop: its parts, position, logs and checkpointing."""
+    """One run of the loop: the network, its learners, the position in the data, logs and checkpoints."""
 
     def __init__(self, recipe: Recipe, data: PreparedData) -> None:
         self.recipe = recipe
+        self.layout = recipe.layout
         self.data = data
+        self.space = get_space(recipe.model.space)
+        self.shape = DataShape(len(data.classes), data.channels, data.image_size)
         self.device = resolve_device(recipe.device)
         torch.manual_seed(recipe.seed)
         self.generator = torch.Generator().manual_seed(recipe.seed)
         self.components = set(recipe.search.components)
         self.mode = recipe.search.mode
-        self.phase = 1 if "nas" in self.components else 2
-        self.parts = build_parts(recipe, data, self.device, self.phase_components())
-        self.augment = BaseAugment(recipe.augment.crop_padding, recipe.augment.hflip, recipe.augment.cutout)
-        self.train_images = DeviceImages(data.x["train"], data.y["train"], data.mean, data.std, self.device)
-        self.val_images = DeviceImages(data.x["val"], data.y["val"], data.mean, data.std, self.device)
-        self.batch_size = min(recipe.train.batch_size, len(self.train_images))
-        self.steps_per_epoch = len(self.train_images) // self.batch_size
+        self.phase = Phase.SEARCH if "nas" in self.components else Phase.TRAIN
+        self.train_split = DeviceSplit(data.source("train"), self.device)
+        self.val_split = DeviceSplit(data.source("val"), self.device)
+        self.standardize = Standardize(data.mean, data.std, self.device)
+        self.base_augment = BaseAugment(recipe.augment.crop_padding, recipe.augment.hflip, recipe.augment.cutout)
+        self.batch_size = min(recipe.train.batch_size, len(self.train_split))
+        self.steps_per_epoch = len(self.train_split) // self.batch_size
+        self.build(self.active_components())
         self.epoch = 0
         self.step_in_epoch = 0
-        self.order = torch.randperm(len(self.train_images), generator=self.generator)
-        self.history: list[dict[str, float]] = []
-        self.logs: dict[str, list[dict[str, Any]]] = {"policy": [], "hparams": [], "arch": []}
+        self.order = torch.randperm(len(self.train_split), generator=self.generator)
+        self.history: list[dict[str, Any]] = []
+        self.logs = observe.empty_logs()
         self.elapsed = 0.0
-        self.run_dir = recipe.run_dir
-        self.checkpoint_path = self.run_dir / CHECKPOINT
         self.settings_sha256 = recipe.section_sha256(*SEARCH_SECTIONS)
 
-    def phase_components(self) -> set[str]:
+    # ---- what trains ---------------------------------------------------------------------------
+    def active_components(self) -> set[str]:
         """Components active now: sequential mode runs NAS alone, then DA and HPO on the derived net."""
         if self.mode != "sequential":
             return self.components
-        return {"nas"} if self.phase == 1 else self.components - {"nas"}
+        return {"nas"} if self.phase is Phase.SEARCH else self.components - {"nas"}
 
-    # ---- one step -------------------------------------------------------------------------------
-    def current_lr(self) -> float:
-        """Base lr (learned under hpo, else the recipe's) times the schedule's factor now."""
-        parts, train = self.parts, self.recipe.train
-        step = self.epoch * self.steps_per_epoch + self.step_in_epoch
-        if self.recipe.search.budget_minutes > 0:
-            budget_steps = self.elapsed / (60 * self.recipe.search.budget_minutes) * train.epochs * self.steps_per_epoch
-            step = max(step, int(budget_steps))
-        if parts.hyper is None:
-            return learning_rate(train, step, self.steps_per_epoch)
-        return parts.hyper.params.lr * schedule_factor(train, step, self.steps_per_epoch)
+    def build(self, components: set[str], genotype: Genotype | None = None) -> None:
+        """A fresh network, theta's optimizer and learners for `components`: a supernet with an
+        architecture learner under 'nas', else the plain network of `genotype` (default: the recipe's
+        known genotype)."""
+        recipe, space = self.recipe, self.space
+        self.arch: ArchitectureLearner | None = None
+        if "nas" in components:
+            self.network: nn.Module = space.supernet(recipe.model, self.shape).to(self.device)
+            self.arch = ArchitectureLearner(space, recipe.search, recipe.seed, self.device, self.child_cost)
+            self.genotype_trained: Genotype | None = None
+        else:
+            self.genotype_trained = genotype or space.known_genotype(recipe.model.genotype)
+            self.network = space.network(recipe.model, self.shape, self.genotype_trained).to(self.device)
+        train = recipe.train
+        self.theta = HyperSGD(self.network.parameters(), lr=train.lr, momentum=train.momentum,
+                              weight_decay=train.weight_decay, grad_clip=train.grad_clip)
+        self.policy = PolicyLearner(recipe.augment, self.device) if "da" in components else None
+        self.hyper = HyperLearner(train, recipe.hpo, learned="hpo" in components,
+                                  steps_per_epoch=self.steps_per_epoch,
+                                  budget_minutes=recipe.search.budget_minutes)
 
-    def train_step(self, index: torch.Tensor) -> tuple[float, float]:
-        """One joint step on the samples at `index`; returns (loss, accuracy)."""
-        parts, recipe = self.parts, self.recipe
-        labels = self.train_images.y[index]
-        images = self.augment(self.train_images.unit(index), self.generator)
+    def child_cost(self, genotype: Genotype) -> tuple[int, int]:
+        """Parameters and MACs of the plain network of `genotype` (what the budget is tested on)."""
+        network = self.space.network(self.recipe.model, self.shape, genotype)
+        return count_params(network), count_macs(network, self.shape.channels, self.shape.image_size)
+
+    def genotype(self) -> Genotype:
+        """The current architecture."""
+        if self.arch is not None:
+            return self.arch.genotype()
+        assert self.genotype_trained is not None
+        return self.genotype_trained
+
+    def forward_train(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and auxiliary logits of the current network (a supernet runs its active candidates)."""
+        if self.arch is not None:
+            return self.network.forward_train(inputs, self.arch.weights())
+        return self.network.forward_train(inputs)
+
+    def learned_parameters(self) -> list[torch.Tensor]:
+        """Everything a backward pass gives gradients to: theta, b (search phase) and tau."""
+        params = list(self.network.parameters())
+        if self.arch is not None and self.phase is Phase.SEARCH:
+            params += self.arch.parameters()
+        if self.policy is not None:
+            params += self.policy.parameters()
+        return params
+
+    # ---- one step ------------------------------------------------------------------------------
+    def train_step(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One joint step on the training samples at `index`; returns (loss, accuracy) as device scalars."""
+        images, labels = self.train_split.take(index)
+        images = self.base_augment(to_unit(images), self.generator)
         sample = None
-        if parts.policy is not None:
-            sample = parts.policy.sample(len(index), self.generator)
-            images = parts.policy.apply(images, sample)
-        logits, aux_logits = parts.forward_train(self.train_images.normalize(images))
+        if self.policy is not None:
+            sample = self.policy.sample(len(labels), self.generator)
+            images = self.policy.apply(images, sample)
+        logits, aux_logits = self.forward_train(self.standardize(images))
+        per_sample = self.per_sample_loss(logits, aux_logits, labels)
+        loss = per_sample.mean()
+        if not torch.isfinite(loss):
+            raise DhaError(f"training loss became {loss.item()} at epoch {self.epoch + 1}; the last good "
+                           f"checkpoint is kept in '{self.layout.checkpoint}'",
+                           "lower train.lr (or hpo.lr_high) and keep train.grad_clip > 0")
+        self.zero_grad()
+        objective = loss if self.policy is None else loss + self.policy.loss(sample, per_sample)
+        objective.backward()
+        all_average(p.grad for p in self.learned_parameters())
+        self.hyper.step(self.theta, self.epoch * self.steps_per_epoch + self.step_in_epoch, self.elapsed,
+                        (self.network, self.held_in_loss) if self.hyper.estimator == "held_in" else None)
+        if self.policy is not None:
+            self.policy.step()
+        if self.arch is not None and self.phase is Phase.SEARCH:
+            self.arch.step()
+        self.theta.step()
+        accuracy = (logits.argmax(1) == labels).float().mean()
+        return loss.detach(), accuracy
+
+    def per_sample_loss(self, logits: torch.Tensor, aux_logits: torch.Tensor | None,
+                        labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy per sample (label smoothing as the recipe says), plus the weighted auxiliary loss."""
+        recipe = self.recipe
         per_sample = F.cross_entropy(logits, labels, reduction="none", label_smoothing=recipe.train.label_smoothing)
         if aux_logits is not None:
             per_sample = per_sample + recipe.model.auxiliary_weight * F.cross_entropy(aux_logits, labels,
                                                                                       reduction="none")
-        loss = per_sample.mean()
-        if not torch.isfinite(loss):
-            raise DhaError(f"training loss became {loss.item()} at epoch {self.epoch + 1}; the last good "
-                           f"checkpoint is kept in '{self.checkpoint_path}'",
-                           "lower train.lr (or hpo.lr_high) and keep train.grad_clip > 0")
-        parts.optimizer.zero_grad(set_to_none=True)
-        if parts.arch_optimizer is not None:
-            parts.arch_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if parts.hyper is not None and parts.hyper.estimator == "next_batch":
-            parts.hyper.step(parts.optimizer, parts.hyper.gradients(parts.optimizer))
-        if parts.policy is not None and sample is not None:
-            parts.policy_optimizer.zero_grad(set_to_none=True)
-            parts.policy.da_loss(sample, per_sample).backward()
-            parts.policy_optimizer.step()
-        if parts.arch_optimizer is not None and self.phase == 1:
-            parts.arch_optimizer.step()
-        lr = self.current_lr()
-        weight_decay = parts.hyper.params.wd if parts.hyper is not None else recipe.train.weight_decay
-        for group in parts.optimizer.param_groups:
-            group["lr"], group["weight_decay"] = lr, weight_decay
-        parts.optimizer.step()
-        if parts.hyper is not None and parts.hyper.estimator == "held_in":
-            self.held_in_hyper_step()
-        accuracy = (logits.argmax(1) == labels).float().mean().item()
-        return loss.item(), accuracy
+        return per_sample
 
-    def held_in_hyper_step(self) -> None:
-        """`held_in` estimator: the training loss at theta' on a batch drawn from the training set."""
-        parts = self.parts
-        index = torch.randint(0, len(self.train_images), (self.batch_size,), generator=self.generator)
-        index = index.to(self.device)
+    def zero_grad(self) -> None:
+        """Drop the gradients of theta and of every learner."""
+        self.theta.zero_grad(set_to_none=True)
+        if self.arch is not None:
+            self.arch.zero_grad()
+        if self.policy is not None:
+            self.policy.zero_grad()
 
-        def closure() -> torch.Tensor:
-            inputs = self.train_images.normalize(self.augment(self.train_images.unit(index), self.generator))
-            return F.cross_entropy(parts.forward_train(inputs)[0], self.train_images.y[index])
+    def held_in_loss(self) -> torch.Tensor:
+        """The `held_in` estimator's loss: a batch drawn from the training set, base-augmented, at theta'."""
+        index = torch.randint(0, len(self.train_split), (self.batch_size,), generator=self.generator)
+        images, labels = self.train_split.take(index.to(self.device))
+        inputs = self.standardize(self.base_augment(to_unit(images), self.generator))
+        return F.cross_entropy(self.forward_train(inputs)[0], labels)
 
-        parts.hyper.step(parts.optimizer, parts.hyper.gradients(parts.optimizer, parts.model, closure))
+    # ---- epochs ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> tuple[float, float]:
+        """Mean cross-entropy and top-1 of the current network (eval mode) on the whole val split."""
+        self.network.eval()
+        loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.float64, device=self.device)
+        for images, labels in self.val_split.batches(self.recipe.train.eval_batch_size):
+            logits = self.forward_train(self.standardize(to_unit(images)))[0]
+            loss += F.cross_entropy(logits, labels, reduction="sum")
+            correct += (logits.argmax(1) == labels).sum()
+        count = len(self.val_split)
+        return float(loss) / count, float(correct) / count
 
-    # ---- epoch boundaries -------------------------------------------------------------------------
-    def end_of_search_epoch(self) -> None:
-        """FISTA recovery, the budget test on the real target network, freezing (phase 1 only)."""
-        arch, search = self.parts.arch, self.recipe.search
-        proposals = arch.recover(search.sparsity, max_iter=FISTA_MAX_ITER)
-        accept = True
-        if search.max_params or search.max_macs:
-            params, macs = _genotype_cost(self.recipe, self.data, arch.genotype(proposals))
-            accept = (not search.max_params or params <= search.max_params) and (
-                not search.max_macs or macs <= search.max_macs)
-        arch.commit(proposals, accept)
-        for cell_type, node_index in arch.update_freezing(search.freeze_threshold):
-            node = dict(arch.nodes())[(cell_type, node_index)]
-            self.parts.model.enable_affine(cell_type, node_index, node.support)
-        x_by_cell = {cell_type: [node.x_last.detach().cpu().numpy() for node in arch.cells[cell_type]]
-                     for cell_type in arch.cells}
-        frozen = {cell_type: [node.is_frozen for node in arch.cells[cell_type]] for cell_type in arch.cells}
-        self.logs["arch"] += observe.arch_rows(self.epoch + 1, x_by_cell, frozen)
+    def end_of_epoch(self, train_loss: float, train_top1: float, seconds: float) -> None:
+        """Validation, per-epoch logs, recovery and freezing (search phase), phase change, next data order."""
+        val_loss, val_top1 = self.validate()
+        epoch = self.epoch + 1
+        row: dict[str, Any] = {"epoch": epoch, "phase": self.phase.value, "train_loss": train_loss,
+                               "train_top1": train_top1, "val_loss": val_loss, "val_top1": val_top1,
+                               "lr": self.hyper.lr, "weight_decay": self.hyper.weight_decay,
+                               "scheduled_lr": self.hyper.scheduled_lr}
+        if self.policy is not None:
+            row["policy_entropy"] = self.policy.entropy()
+            self.logs["policy"].append(self.policy.log_row(epoch))
+        self.logs["hparams"].append(self.hyper.log_row(epoch))
+        if self.phase is Phase.SEARCH and self.arch is not None:
+            self.logs["arch"] += self.arch.end_of_epoch(self.network, epoch)
+        row["seconds"] = seconds
+        self.history.append(row)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.order = torch.randperm(len(self.train_split), generator=self.generator)
+        self.maybe_end_search_phase()
 
-    def maybe_end_phase_one(self) -> None:
-        """Phase 1 ends when every node froze or at the search-epoch cap."""
-        arch = self.parts.arch
-        if self.phase != 1 or arch is None:
+    def maybe_end_search_phase(self) -> None:
+        """The search phase ends when every decision point froze or at the search-epoch cap."""
+        if self.phase is not Phase.SEARCH or self.arch is None:
             return
-        if not arch.all_frozen() and self.epoch < self.recipe.search.search_epochs:
+        if not self.arch.all_frozen() and self.epoch < self.recipe.search.search_epochs:
             return
-        for key, node in arch.nodes():
-            if not node.is_frozen:
-                node.freeze()
-                self.parts.model.enable_affine(key[0], key[1], node.support)
-        self.phase = 2
+        self.arch.finish(self.network)
+        self.phase = Phase.TRAIN
         if self.mode == "sequential":
-            genotype = arch.genotype()
-            self.parts = build_parts(self.recipe, self.data, self.device, self.phase_components(), genotype)
+            self.build(self.active_components(), self.arch.genotype())
 
     def frozen_count(self) -> str:
-        """'frozen/total' nodes for the progress bar."""
-        arch = self.parts.arch
-        if arch is None:
+        """'frozen/all' decision points, '-' without an architecture learner."""
+        if self.arch is None:
             return "-"
-        nodes = arch.nodes()
-        return f"{sum(node.is_frozen for _, node in nodes)}/{len(nodes)}"
+        frozen, total = self.arch.frozen_count()
+        return f"{frozen}/{total}"
 
-    def genotype(self) -> Genotype:
-        """The current architecture."""
-        if self.parts.arch is not None:
-            return self.parts.arch.genotype()
-        return self.parts.model.config.genotype
+    def epoch_line(self) -> str:
+        """The last epoch as one whole line: what a log file keeps of it."""
+        row = self.history[-1]
+        entropy = f" H {row['policy_entropy']:.2f}" if "policy_entropy" in row else ""
+        return (f"epoch {row['epoch']}/{self.recipe.train.epochs} {row['phase']} loss {row['train_loss']:.4f} "
+                f"train {row['train_top1']:.4f} val {row['val_top1']:.4f} (loss {row['val_loss']:.4f}) "
+                f"lr {row['scheduled_lr']:.3e} (base {row['lr']:.3e}) wd {row['weight_decay']:.2e}{entropy} "
+                f"frozen {self.frozen_count()} {row['seconds']:.1f} s")
 
-    # ---- checkpoints ------------------------------------------------------------------------------
+    # ---- the loop --------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Train to the end of the epoch budget (or the minutes budget), checkpointing as it goes."""
+        train, search = self.recipe.train, self.recipe.search
+        every = train.checkpoint_every_steps
+        columns = TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f} lr {task.fields[lr]:.2e} "
+                             "wd {task.fields[wd]:.1e} frozen {task.fields[frozen]}")
+        live = interactive()
+        with progress_bar(columns) as progress:
+            while self.epoch < train.epochs:
+                if search.budget_minutes and self.elapsed >= 60 * search.budget_minutes:
+                    break
+                started = time.perf_counter()
+                epoch_seconds = 0.0
+                task = progress.add_task(f"epoch {self.epoch + 1}/{train.epochs} ({self.phase.value})",
+                                         total=self.steps_per_epoch, completed=self.step_in_epoch,
+                                         loss=0.0, acc=0.0, lr=0.0, wd=0.0, frozen=self.frozen_count())
+                self.network.train()
+                loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+                correct_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+                steps_run = 0
+                order = self.order.to(self.device)
+                while self.step_in_epoch < self.steps_per_epoch:
+                    start = self.step_in_epoch * self.batch_size
+                    loss, accuracy = self.train_step(order[start:start + self.batch_size])
+                    self.step_in_epoch += 1
+                    loss_sum += loss.double() * self.batch_size
+                    correct_sum += accuracy.double() * self.batch_size
+                    steps_run += 1
+                    if live:  # a host read per step, for the live bar only
+                        progress.update(task, advance=1, loss=float(loss_sum) / (steps_run * self.batch_size),
+                                        acc=float(correct_sum) / (steps_run * self.batch_size),
+                                        lr=self.hyper.scheduled_lr,
+                                        wd=self.hyper.weight_decay, frozen=self.frozen_count())
+                    if every and self.step_in_epoch % every == 0 and self.step_in_epoch < self.steps_per_epoch:
+                        lap = time.perf_counter() - started
+                        self.elapsed += lap
+                        epoch_seconds += lap
+                        started = time.perf_counter()
+                        self.save()
+                train_loss, train_top1 = self.epoch_means(loss_sum, correct_sum, steps_run)
+                lap = time.perf_counter() - started
+                self.end_of_epoch(train_loss, train_top1, epoch_seconds + lap)
+                self.elapsed += lap
+                progress.update(task, description=f"epoch {self.epoch}/{train.epochs} val "
+                                                  f"{self.history[-1]['val_top1']:.3f}", frozen=self.frozen_count())
+                self.save()
+                if is_main_process():
+                    log_line(self.epoch_line())
+                    observe.write_logs(self.layout, self.history, self.logs)
+
+    def epoch_means(self, loss_sum: torch.Tensor, correct_sum: torch.Tensor, steps_run: int) -> tuple[float, float]:
+        """Mean training loss and top-1 over the samples of the steps run this epoch (sums weighted by batch size)."""
+        samples = max(steps_run, 1) * self.batch_size
+        return float(loss_sum) / samples, float(correct_sum) / samples
+
+    # ---- checkpoints -----------------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
-        """Everything needed to continue exactly where the run is."""
-        parts = self.parts
-        network = (supernet_config(self.recipe, self.data).to_dict() if parts.is_supernet
-                   else parts.model.config.to_dict())
-        return {"kind": "supernet" if parts.is_supernet else "network", "network": network,
-                "parts": parts.state_dict(), "phase": self.phase, "epoch": self.epoch,
-                "step_in_epoch": self.step_in_epoch, "order": self.order, "elapsed": self.elapsed,
-                "history": self.history, "logs": self.logs, "rng": _rng_state(self.generator),
-                "classes": self.data.classes, "mean": self.data.mean, "std": self.data.std,
-                "augment": self.augment.to_dict(), "mode": self.mode, "components": sorted(self.components),
-                "data": {"dataset": self.data.manifest["dataset"], "split": self.data.manifest["split"]},
-                "schedule": {"kind": "cosine", "lr": self.recipe.train.lr, "lr_min": self.recipe.train.lr_min,
-                             "warmup_epochs": self.recipe.train.warmup_epochs,
-                             "momentum": self.recipe.train.momentum},
-                "hyperparameters": self.hyperparameters(), "genotype": self.genotype().to_dict(),
-                "da_policy": self.parts.policy.as_dict() if self.parts.policy is not None else None,
-                "recipe_sha256": self.settings_sha256}
+        """Everything needed to continue exactly where the run is: network, learners, position, RNGs, logs."""
+        def part(learner: Any) -> Any:
+            return None if learner is None else learner.state_dict()
+
+        return {"format": CHECKPOINT_FORMAT, "recipe_sha256": self.settings_sha256, "phase": self.phase.value,
+                "genotype": self.genotype().to_dict(), "network": self.network.state_dict(),
+                "theta": self.theta.state_dict(), "arch": part(self.arch), "policy": part(self.policy),
+                "hyper": self.hyper.state_dict(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                "order": self.order, "elapsed": self.elapsed, "history": self.history, "logs": self.logs,
+                "rng": _rng_state(self.generator)}
 
     def save(self) -> None:
         """Atomic checkpoint (main process only)."""
         if is_main_process():
-            save_checkpoint(self.checkpoint_state(), self.checkpoint_path)
+            save_checkpoint(self.checkpoint_state(), self.layout.checkpoint)
 
     def restore(self) -> bool:
         """Continue from the checkpoint if one exists; False when there is none."""
-        if not self.checkpoint_path.is_file():
+        path = self.layout.checkpoint
+        if not path.is_file():
             return False
-        state = load_checkpoint(self.checkpoint_path, map_location=self.device)
-        if state.get("recipe_sha256") != self.settings_sha256:
-            raise DhaError(f"checkpoint '{self.checkpoint_path}' was written by a different recipe",
+        state = load_checkpoint(path, map_location=self.device)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise DhaError(f"checkpoint '{path}' was written by another version of dha",
+                           "start over with --force")
+        if state["recipe_sha256"] != self.settings_sha256:
+            raise DhaError(f"checkpoint '{path}' was written by a different recipe",
                            "resume with the same recipe, or start over with --force")
-        self.phase = int(state["phase"])
-        if self.phase == 2 and self.mode == "sequential":
-            self.parts = build_parts(self.recipe, self.data, self.device, self.phase_components(),
-                                     Genotype.from_dict(state["genotype"]))
-        self.parts.load_state_dict(state["parts"])
+        self.phase = Phase(state["phase"])
+        if self.phase is Phase.TRAIN and self.mode == "sequential":
+            self.build(self.active_components(), self.space.genotype_from_dict(state["genotype"]))
+        if self.arch is not None:
+            self.arch.load_state_dict(state["arch"], self.network)
+        self.network.load_state_dict(state["network"])
+        self.theta.load_state_dict(state["theta"])
+        if self.policy is not None:
+            self.policy.load_state_dict(state["policy"])
+        self.hyper.load_state_dict(state["hyper"])
         self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
         self.order = state["order"].cpu()
         self.elapsed = float(state["elapsed"])
@@ -313,75 +382,23 @@ class SearchRun:
         _restore_rng(self.generator, state["rng"])
         return True
 
-    @torch.no_grad()
-    def policy_entropy(self) -> str:
-        """The policy's entropy in nats, for the progress bar ('-' without a policy)."""
-        return "-" if self.parts.policy is None else f"{float(self.parts.policy.entropy()):.2f}"
-
-    def hyperparameters(self) -> dict[str, float]:
-        """The learning rate and weight decay in use now."""
-        group = self.parts.optimizer.param_groups[0]
-        return {"lr": float(group["lr"]), "weight_decay": float(group["weight_decay"])}
-
-    # ---- the loop -----------------------------------------------------------------------------------
-    def run(self) -> None:
-        """Train to the end of the epoch budget (or the minutes budget), checkpointing as it goes."""
-        train, search = self.recipe.train, self.recipe.search
-        every = train.checkpoint_every_steps
-        columns = TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f} lr {task.fields[lr]:.2e} "
-                             "wd {task.fields[wd]:.1e} H {task.fields[entropy]} frozen {task.fields[frozen]}")
-        with progress_bar(columns) as progress:
-            while self.epoch < train.epochs:
-                if search.budget_minutes and self.elapsed >= 60 * search.budget_minutes:
-                    break
-                started = time.perf_counter()
-                task = progress.add_task(f"epoch {self.epoch + 1}/{train.epochs} (phase {self.phase})",
-                                         total=self.steps_per_epoch, completed=self.step_in_epoch,
-                                         loss=0.0, acc=0.0, lr=0.0, wd=0.0, entropy="-", frozen=self.frozen_count())
-                self.parts.model.train()
-                loss_mean, acc_mean = RunningMean(), RunningMean()
-                order = self.order.to(self.device)
-                while self.step_in_epoch < self.steps_per_epoch:
-                    start = self.step_in_epoch * self.batch_size
-                    loss, accuracy = self.train_step(order[start:start + self.batch_size])
-                    self.step_in_epoch += 1
-                    loss_mean.update(loss, self.batch_size)
-                    acc_mean.update(accuracy, self.batch_size)
-                    hyper = self.hyperparameters()
-                    entropy = self.policy_entropy()
-                    progress.update(task, advance=1, loss=loss_mean.mean, acc=acc_mean.mean, lr=hyper["lr"],
-                                    wd=hyper["weight_decay"], entropy=entropy, frozen=self.frozen_count())
-                    if every and self.step_in_epoch % every == 0 and self.step_in_epoch < self.steps_per_epoch:
-                        self.elapsed += time.perf_counter() - started
-                        started = time.perf_counter()
-                        self.save()
-                self.end_of_epoch(loss_mean.mean, acc_mean.mean)
-                self.elapsed += time.perf_counter() - started
-                progress.update(task, description=f"epoch {self.epoch}/{train.epochs} val "
-                                                  f"{self.history[-1]['val_top1']:.3f}", frozen=self.frozen_count())
-                self.save()
-                if is_main_process():
-                    write_csv(self.run_dir / HISTORY, self.history)
-                    observe.write_logs(self.run_dir / "search", self.logs)
-
-    def end_of_epoch(self, train_loss: float, train_top1: float) -> None:
-        """Validation, per-epoch logs, recovery/freezing, phase change, next data order."""
-        val_loss, val_top1 = evaluate_split(self.parts, self.val_images, self.recipe.train.eval_batch_size)
-        hyper = self.hyperparameters()
-        row = {"epoch": self.epoch + 1, "phase": self.phase, "train_loss": train_loss, "train_top1": train_top1,
-               "val_loss": val_loss, "val_top1": val_top1, "lr": hyper["lr"],
-               "weight_decay": hyper["weight_decay"]}
-        if self.parts.policy is not None:
-            row["policy_entropy"] = float(self.policy_entropy())
-            self.logs["policy"].append(observe.policy_row(self.epoch + 1, self.parts.policy))
-        self.history.append(row)
-        self.logs["hparams"].append({"epoch": self.epoch + 1, **hyper})
-        if self.phase == 1 and self.parts.arch is not None:
-            self.end_of_search_epoch()
-        self.epoch += 1
-        self.step_in_epoch = 0
-        self.order = torch.randperm(len(self.train_images), generator=self.generator)
-        self.maybe_end_phase_one()
+    # ---- the result --------------------------------------------------------------------------------
+    def result(self) -> SearchResult:
+        """What derive reads: the trained network, the architecture weights, and what was learned."""
+        data = self.data
+        return SearchResult(
+            space=self.space.name, kind="supernet" if self.arch is not None else "network",
+            network=self.network.config.to_dict(),
+            state_dict={k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+            arch_weights=None if self.arch is None else SearchResult.pack_weights(self.arch.weights()),
+            genotype=self.genotype().to_dict(), hyperparameters=self.hyper.report(),
+            da_policy=None if self.policy is None else self.policy.top_pairs(),
+            base_augment=self.base_augment.to_dict(), components=sorted(self.components), mode=self.mode,
+            epochs=self.epoch, final_val_top1=self.history[-1]["val_top1"] if self.history else None,
+            classes=list(data.classes), mean=list(data.mean), std=list(data.std), channels=data.channels,
+            image_size=data.image_size,
+            data={"dataset": data.manifest["dataset"], "split": data.manifest["split"]},
+            recipe_sha256=self.settings_sha256)
 
 
 def run_search(recipe: Recipe, data: PreparedData, *, resume: bool = False) -> SearchOutcome:
@@ -392,16 +409,16 @@ def run_search(recipe: Recipe, data: PreparedData, *, resume: bool = False) -> S
         resumed_from = f"epoch {run.epoch + 1}, step {run.step_in_epoch}"
     run.run()
     genotype = run.genotype()
-    child = DartsNetwork(network_config(recipe, data, genotype))
-    params = count_params(child)
-    macs = count_macs(child, data.channels, data.image_size)
-    plots = observe.write_plots(run.run_dir, run.history, run.logs, run.parts.policy, genotype.to_dict(),
-                                list(PRIMITIVES))
+    params, macs = run.child_cost(genotype)
+    layout = run.layout
+    plots = observe.write_plots(layout, run.history, run.logs, run.policy, run.space, genotype.to_dict())
     if is_main_process():
-        write_json(run.run_dir / "search" / "summary.json",
-                   {"mode": run.mode, "components": sorted(run.components), "epochs": run.epoch,
-                    "phase": run.phase, "params": params, "macs": macs, "genotype": genotype.to_dict(),
-                    "hyperparameters": run.hyperparameters(),
-                    "da_policy": run.parts.policy.as_dict() if run.parts.policy is not None else None,
+        result = run.result()
+        result.save(layout.result)
+        write_json(layout.genotype, result.genotype)
+        write_json(layout.summary,
+                   {"space": result.space, "mode": run.mode, "components": result.components, "epochs": run.epoch,
+                    "phase": run.phase.value, "params": params, "macs": macs, "genotype": result.genotype,
+                    "hyperparameters": result.hyperparameters, "da_policy": result.da_policy,
                     "final": run.history[-1] if run.history else {}, "seconds": run.elapsed})
-    return SearchOutcome(run.history, genotype, params, macs, run.elapsed, run.checkpoint_path, resumed_from, plots)
+    return SearchOutcome(run.history, genotype, params, macs, run.elapsed, layout.checkpoint, resumed_from, plots)

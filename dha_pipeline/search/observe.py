@@ -1,5 +1,5 @@
-"""What the search leaves behind: per-epoch CSV logs of policy, hyper-parameters and architecture,
-and the PNG plots made from them at the end. Only the main process writes."""
+"""What the search leaves behind: per-epoch CSV logs (policy, hyper-parameters, architecture) and
+the PNG plots made from them. Only the main process writes."""
 
 from __future__ import annotations
 
@@ -10,79 +10,68 @@ from typing import Any
 import numpy as np
 
 from dha_pipeline.distributed import is_main_process
-from dha_pipeline.fileio import write_json
+from dha_pipeline.layout import SEARCH_LOGS, RunLayout
 from dha_pipeline.metrics import write_csv
 from dha_pipeline.report import plots
-
-TOP_PAIRS_LOGGED = 5
-
-
-def policy_row(epoch: int, policy: Any) -> dict[str, Any]:
-    """One policy.csv row: entropy and the most probable pairs."""
-    row: dict[str, Any] = {"epoch": epoch, "entropy": float(policy.entropy().detach()),
-                           "max_entropy": policy.max_entropy}
-    for rank, (op1, op2, prob) in enumerate(policy.top_pairs(TOP_PAIRS_LOGGED), start=1):
-        row[f"top{rank}"] = f"{op1}+{op2}"
-        row[f"top{rank}_p"] = prob
-    return row
+from dha_pipeline.search.policy import PolicyLearner
+from dha_pipeline.spaces.base import DecisionPoint, SearchSpace
 
 
-def arch_rows(epoch: int, x_by_cell: dict[str, list[np.ndarray]], frozen: dict[str, list[bool]]
-              ) -> list[dict[str, Any]]:
-    """arch.csv rows: the recovered x of every node (JSON list) and whether it is frozen."""
-    return [{"epoch": epoch, "cell": cell_type, "node": node, "frozen": frozen[cell_type][node],
-             "x": json.dumps([round(float(v), 6) for v in x.ravel()])}
-            for cell_type, nodes in x_by_cell.items() for node, x in enumerate(nodes)]
+def empty_logs() -> dict[str, list[dict[str, Any]]]:
+    """One empty row list per search log."""
+    return {name: [] for name in SEARCH_LOGS}
 
 
-def write_logs(search_dir: Path, logs: dict[str, list[dict[str, Any]]]) -> None:
-    """policy.csv, hparams.csv and arch.csv from the rows gathered so far."""
+def write_logs(layout: RunLayout, history: list[dict[str, Any]], logs: dict[str, list[dict[str, Any]]]) -> None:
+    """history.csv and the search logs that have rows."""
     if not is_main_process():
         return
+    write_csv(layout.history, history)
     for name, rows in logs.items():
         if rows:
-            write_csv(search_dir / f"{name}.csv", rows)
+            write_csv(layout.log(name), rows)
 
 
-def write_plots(run_dir: Path, history: list[dict[str, float]], logs: dict[str, list[dict[str, Any]]],
-                policy: Any | None, genotype: dict[str, Any], op_names: list[str]) -> list[Path]:
+def write_plots(layout: RunLayout, history: list[dict[str, Any]], logs: dict[str, list[dict[str, Any]]],
+                policy: PolicyLearner | None, space: SearchSpace, genotype: dict[str, Any]) -> list[Path]:
     """Every search plot whose data exists; returns the paths written."""
     if not is_main_process():
         return []
-    plot_dir = run_dir / "plots"
-    written = [plot_dir / "learning_curves.png"]
+    written = [layout.plot("learning_curves")]
     plots.learning_curves(history, written[-1])
     if logs.get("hparams"):
-        written.append(plot_dir / "hparams.png")
+        written.append(layout.plot("hparams"))
         plots.hyperparameter_trajectories(logs["hparams"], written[-1])
     if policy is not None:
-        written.append(plot_dir / "policy_heatmap.png")
-        k = policy.num_ops
-        plots.policy_heatmap(policy.probs().detach().cpu().numpy().reshape(k, k), list(policy.op_names),
-                             written[-1], f"augmentation policy (entropy {float(policy.entropy().detach()):.2f} nats)")
+        written.append(layout.plot("policy_heatmap"))
+        plots.policy_heatmap(policy.probabilities(), policy.op_names, written[-1],
+                             f"augmentation policy (entropy {policy.entropy():.2f} nats)")
     if logs.get("arch"):
-        written.append(plot_dir / "arch_weights.png")
-        plots.architecture_weights(_arch_history(logs["arch"], len(op_names)), op_names, written[-1])
-    written.append(plot_dir / "cells.png")
-    plots.cell_diagrams(genotype, written[-1])
-    write_json(run_dir / "search" / "genotype.json", genotype)
+        written.append(layout.plot("arch_weights"))
+        op_names, history_by_group = arch_history(logs["arch"], space.decision_points())
+        plots.architecture_weights(history_by_group, op_names, written[-1])
+    written.append(layout.plot("architecture"))
+    space.plot(genotype, written[-1])
     return written
 
 
-def _arch_history(rows: list[dict[str, Any]], num_ops: int) -> dict[str, list[np.ndarray]]:
-    """arch.csv rows -> per cell type, per epoch, an array (nodes, inputs, ops) zero-padded."""
+def arch_history(rows: list[dict[str, Any]], points: list[DecisionPoint]
+                 ) -> tuple[list[str], dict[str, list[np.ndarray]]]:
+    """arch.csv rows -> (every op name, per group and epoch an array (points, inputs, ops), zero-padded)."""
+    op_names = list(dict.fromkeys(op for point in points for op in point.ops))
+    by_key = {point.key: point for point in points}
     epochs = sorted({int(row["epoch"]) for row in rows})
-    nodes = 1 + max(int(row["node"]) for row in rows)
-    inputs = 1 + nodes
     history: dict[str, list[np.ndarray]] = {}
-    for cell_type in sorted({row["cell"] for row in rows}):
-        per_epoch = []
-        for epoch in epochs:
-            grid = np.zeros((nodes, inputs, num_ops))
-            for row in rows:
-                if row["cell"] == cell_type and int(row["epoch"]) == epoch:
-                    x = np.asarray(json.loads(row["x"])).reshape(-1, num_ops)
-                    grid[int(row["node"]), :len(x)] = x
-            per_epoch.append(grid)
-        history[cell_type] = per_epoch
-    return history
+    for group in dict.fromkeys(point.group for point in points):
+        members = [point for point in points if point.group == group]
+        inputs = max(point.num_inputs for point in members)
+        grids = {epoch: np.zeros((len(members), inputs, len(op_names))) for epoch in epochs}
+        for row in rows:
+            if row["group"] != group:
+                continue
+            point = by_key[(group, int(row["index"]))]
+            x = np.asarray(json.loads(row["x"])).reshape(point.num_inputs, len(point.ops))
+            columns = [op_names.index(op) for op in point.ops]
+            grids[int(row["epoch"])][point.index, :point.num_inputs][:, columns] = x
+        history[group] = [grids[epoch] for epoch in epochs]
+    return op_names, history

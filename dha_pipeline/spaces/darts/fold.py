@@ -11,16 +11,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dha_pipeline.spaces.darts import DartsNetwork, NetworkConfig
-from dha_pipeline.spaces.genotype import Genotype
-from dha_pipeline.spaces.operations import PRIMITIVES
-from dha_pipeline.spaces.supernet import CELL_TYPES, NODES, CellArch, Supernet, op_batchnorm
+from dha_pipeline.spaces.base import ArchWeights
+from dha_pipeline.spaces.darts.genotype import Genotype
+from dha_pipeline.spaces.darts.network import DartsNetwork, NetworkConfig
+from dha_pipeline.spaces.darts.operations import PRIMITIVES
+from dha_pipeline.spaces.darts.supernet import CELL_TYPES, NODES, Supernet, cell_archs, cell_type_of, op_batchnorm
 
 
-def genotype_from_arch(arch: dict[str, CellArch]) -> Genotype:
-    """The genotype whose edges are the active (op, input) pairs of `arch`, node by node."""
+def genotype_from_supports(supports: dict[tuple[str, int], list[tuple[int, int]]]) -> Genotype:
+    """The genotype whose node (cell type, i) keeps the (input, op) pairs `supports[(cell type, i)]`."""
     def edges(cell_type: str) -> tuple[tuple[str, int], ...]:
-        return tuple((PRIMITIVES[op], source) for node in arch[cell_type] for source, op, _ in node)
+        return tuple((PRIMITIVES[op], source) for node in range(NODES) for source, op in supports[(cell_type, node)])
 
     concat = tuple(range(2, 2 + NODES))
     genotype = Genotype(edges("normal"), concat, edges("reduce"), concat)
@@ -38,9 +39,11 @@ def _fold(child_op: nn.Module, super_op: nn.Module, weight: float) -> None:
         norm.bias.mul_(weight)
 
 
-def child_from_supernet(supernet: Supernet, arch: dict[str, CellArch]) -> DartsNetwork:
-    """The plain DARTS network that computes what `supernet` computes under `arch` (eval mode)."""
+def child_from_supernet(supernet: Supernet, weights: ArchWeights) -> DartsNetwork:
+    """The plain DARTS network that computes what `supernet` computes under `weights` (eval mode)."""
     config = supernet.config
+    arch = cell_archs(weights)
+    supports = {key: [(source, op) for source, op, _ in active] for key, active in weights.items()}
     flat = {t: [(node, source, op, float(w)) for node, active in enumerate(arch[t]) for source, op, w in active]
             for t in CELL_TYPES}
     first_cell = {t: next(c for c in supernet.cells if c.reduction == (t == "reduce")) for t in CELL_TYPES}
@@ -49,14 +52,14 @@ def child_from_supernet(supernet: Supernet, arch: dict[str, CellArch]) -> DartsN
                          for node, source, op, w in flat[t]) for t in CELL_TYPES)
     identity_scales = scales if any(s != 1.0 for group in scales for s in group) else None
     child = DartsNetwork(NetworkConfig(config.num_classes, config.in_channels, config.image_size,
-                                       config.init_channels, config.layers, genotype_from_arch(arch), config.stem,
-                                       identity_scales=identity_scales))
+                                       config.init_channels, config.layers, genotype_from_supports(supports),
+                                       config.stem, identity_scales=identity_scales))
     child_state = child.state_dict()
     shared = {k: v for k, v in supernet.state_dict().items()
               if k in child_state and not k.startswith("cells.") and not k.startswith("auxiliary_head.")}
     child.load_state_dict(shared, strict=False)
     for child_cell, super_cell in zip(child.cells, supernet.cells, strict=True):
-        cell_type = "reduce" if super_cell.reduction else "normal"
+        cell_type = cell_type_of(super_cell)
         child_cell.preprocess0.load_state_dict(super_cell.preprocess0.state_dict())
         child_cell.preprocess1.load_state_dict(super_cell.preprocess1.state_dict())
         for position, (node, source, op_index, weight) in enumerate(flat[cell_type]):

@@ -16,15 +16,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from dha_pipeline.spaces.darts import CellStack, drop_path
-from dha_pipeline.spaces.operations import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN
+from dha_pipeline.spaces.base import ActiveOp, ArchWeights, PointKey, Support
+from dha_pipeline.spaces.darts.network import CellStack, drop_path
+from dha_pipeline.spaces.darts.operations import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN
 
 NODES = 4
 CELL_TYPES = ("normal", "reduce")
-ActiveEdge = tuple[int, int, torch.Tensor]
-"""(input state index, op index into PRIMITIVES, scalar weight)"""
-CellArch = list[list[ActiveEdge]]
-"""One list of active edges per intermediate node."""
+CellArch = list[list[ActiveOp]]
+"""One list of active (input state, op index into PRIMITIVES, weight) per intermediate node."""
+
+
+def cell_type_of(cell: nn.Module) -> str:
+    """'reduce' for a reduction cell, else 'normal'."""
+    return "reduce" if cell.reduction else "normal"
+
+
+def cell_archs(weights: ArchWeights) -> dict[str, CellArch]:
+    """The per-cell-type, per-node form of the architecture weights that the cells read."""
+    return {cell_type: [weights[(cell_type, node)] for node in range(NODES)] for cell_type in CELL_TYPES}
 
 
 @dataclass(frozen=True)
@@ -112,18 +121,18 @@ class Supernet(CellStack):
                          config.layers, config.stem, config.auxiliary, config.drop_path, SearchCell)
         self.config = config
 
-    def forward_train(self, x: torch.Tensor, arch: dict[str, CellArch]
-                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (and auxiliary logits while training) for the architecture `arch`."""
-        return self.run_cells(x, lambda cell, s0, s1: cell(s0, s1, arch["reduce" if cell.reduction else "normal"],
-                                                           self.drop_prob))
+    def forward_train(self, x: torch.Tensor, weights: ArchWeights) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (and auxiliary logits while training) under the architecture weights."""
+        arch = cell_archs(weights)
+        return self.run_cells(x, lambda cell, s0, s1: cell(s0, s1, arch[cell_type_of(cell)], self.drop_prob))
 
-    def forward(self, x: torch.Tensor, arch: dict[str, CellArch]) -> torch.Tensor:
-        return self.forward_train(x, arch)[0]
+    def forward(self, x: torch.Tensor, weights: ArchWeights) -> torch.Tensor:
+        return self.forward_train(x, weights)[0]
 
-    def enable_affine(self, cell_type: str, node: int, active: list[tuple[int, int]]) -> None:
-        """A node froze: let the BatchNorms of its active ops train, in every cell of that type."""
+    def enable_affine(self, key: PointKey, support: Support) -> None:
+        """Node `key` froze: let the BatchNorms of its active ops train, in every cell of its type."""
+        cell_type, node = key
         for cell in self.cells:
-            if ("reduce" if cell.reduction else "normal") == cell_type:
-                for source, op_index in active:
+            if cell_type_of(cell) == cell_type:
+                for source, op_index in support:
                     set_affine_trainable(cell.op(node, source, op_index), True)

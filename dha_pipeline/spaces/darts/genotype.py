@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dha_pipeline.errors import DhaError
-from dha_pipeline.spaces.operations import PRIMITIVES
+from dha_pipeline.spaces.darts.operations import PRIMITIVES
 
 Edge = tuple[str, int]
 

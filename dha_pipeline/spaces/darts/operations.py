@@ -1,7 +1,7 @@
 """The DARTS cell-space operations: a name -> constructor table.
 
 Every op ends in a BatchNorm (pools and the reducing skip included), so a
-scalar op weight can later be folded into that BatchNorm (ALGORITHM.md sec. 3).
+scalar op weight can later be folded into that BatchNorm (docs/METHOD.md, "Architecture").
 """
 
 from __future__ import annotations

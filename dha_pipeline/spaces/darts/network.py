@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dha_pipeline.spaces.genotype import Genotype
-from dha_pipeline.spaces.operations import OPS, FactorizedReduce, ReLUConvBN
+from dha_pipeline.spaces.darts.genotype import Genotype
+from dha_pipeline.spaces.darts.operations import OPS, FactorizedReduce, ReLUConvBN
 
 LARGE_STEM_MIN_SIZE = 128
 STEM_MULTIPLIER = 3

@@ -1,0 +1,162 @@
+"""Every path under `runs/<name>/` and `exports/<name>/` (docs/ARCHITECTURE.md, "Files").
+
+No other module spells a file name of a run or an export: they ask a `RunLayout` or an
+`ExportLayout`. Both are plain values, so a path can be computed without touching the disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+"""The cache's manifest, inside any cache directory."""
+MODEL_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.ts"}
+"""Export format -> its file name in the export directory."""
+SEARCH_LOGS = ("policy", "hparams", "arch")
+"""Per-epoch CSV logs of the search, under search/."""
+
+
+def cache_file(split: str, kind: str) -> str:
+    """Name of the .npy file in a cache directory holding a split's images (kind 'x') or labels ('y')."""
+    return f"{split}_{kind}.npy"
+
+
+@dataclass(frozen=True)
+class ExportLayout:
+    """exports/<name>/: the deployable files and their reports."""
+
+    root: Path
+
+    def model(self, fmt: str) -> Path:
+        """The model file of an export format."""
+        return self.root / MODEL_FILES[fmt]
+
+    @property
+    def metadata(self) -> Path:
+        """metadata.json, the model's contract."""
+        return self.root / "metadata.json"
+
+    @property
+    def model_card(self) -> Path:
+        """MODEL_CARD.md."""
+        return self.root / "MODEL_CARD.md"
+
+    @property
+    def evaluation(self) -> Path:
+        """evaluation.json of the export's primary model."""
+        return self.root / "evaluation.json"
+
+    def evaluation_of(self, model: Path) -> Path:
+        """Where `dha evaluate MODEL` writes its report: evaluation.json for the export's primary model
+        (ONNX, or TorchScript when no ONNX file was exported), evaluation.<file>.json for any other."""
+        primary = self.model("onnx") if self.model("onnx").exists() else self.model("torchscript")
+        if model == primary:
+            return self.evaluation
+        return model.parent / f"evaluation.{model.name}.json"
+
+    @staticmethod
+    def confusion_of(evaluation: Path) -> Path:
+        """The confusion-matrix PNG beside an evaluation report."""
+        return evaluation.with_suffix(".confusion.png")
+
+    def primary_model(self, formats: list[str]) -> Path:
+        """The file `dha run` evaluates and prints next: ONNX when exported, else the first format."""
+        return self.model("onnx" if "onnx" in formats else formats[0])
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """runs/<name>/ and the export directory that belongs to it."""
+
+    root: Path
+    exports: ExportLayout
+
+    @classmethod
+    def of(cls, runs_dir: str | Path, exports_dir: str | Path, name: str) -> RunLayout:
+        """The layout of run `name`."""
+        return cls(Path(runs_dir) / name, ExportLayout(Path(exports_dir) / name))
+
+    @property
+    def resolved_recipe(self) -> Path:
+        """recipe.resolved.toml: the recipe as run."""
+        return self.root / "recipe.resolved.toml"
+
+    @property
+    def recipe_sha256(self) -> Path:
+        """recipe.sha256: the hash of the resolved recipe."""
+        return self.root / "recipe.sha256"
+
+    @property
+    def cache(self) -> Path:
+        """cache/: the prepared splits."""
+        return self.root / "cache"
+
+    @property
+    def manifest(self) -> Path:
+        """cache/manifest.json."""
+        return self.cache / MANIFEST
+
+    @property
+    def bad_files(self) -> Path:
+        """cache/bad_files.json: unreadable images skipped by prepare."""
+        return self.cache / "bad_files.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        """checkpoints/last.pt: the resume state of the search."""
+        return self.root / "checkpoints" / "last.pt"
+
+    @property
+    def history(self) -> Path:
+        """history.csv: one row per epoch."""
+        return self.root / "history.csv"
+
+    @property
+    def search_dir(self) -> Path:
+        """search/: what the search found and logged."""
+        return self.root / "search"
+
+    @property
+    def result(self) -> Path:
+        """search/result.pt: the SearchResult that derive reads."""
+        return self.search_dir / "result.pt"
+
+    @property
+    def summary(self) -> Path:
+        """search/summary.json."""
+        return self.search_dir / "summary.json"
+
+    @property
+    def genotype(self) -> Path:
+        """search/genotype.json."""
+        return self.search_dir / "genotype.json"
+
+    def log(self, name: str) -> Path:
+        """search/<name>.csv for one of SEARCH_LOGS."""
+        if name not in SEARCH_LOGS:
+            raise KeyError(f"unknown search log '{name}'")
+        return self.search_dir / f"{name}.csv"
+
+    @property
+    def plots(self) -> Path:
+        """plots/."""
+        return self.root / "plots"
+
+    def plot(self, name: str) -> Path:
+        """plots/<name>.png."""
+        return self.plots / f"{name}.png"
+
+    @property
+    def child(self) -> Path:
+        """derived/child.pt: the plain child network and its weights."""
+        return self.root / "derived" / "child.pt"
+
+    @property
+    def child_genotype(self) -> Path:
+        """derived/genotype.json."""
+        return self.root / "derived" / "genotype.json"
+
+    def stamp(self, stage: str) -> Path:
+        """stages/<stage>.json: what a stage last ran on (for skipping)."""
+        return self.root / "stages" / f"{stage}.json"

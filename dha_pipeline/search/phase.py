@@ -1,0 +1,13 @@
+"""The two phases of one run (docs/METHOD.md, "Schedule")."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    """SEARCH: the architecture is learned (codes b move; recovery and freezing each epoch).
+    TRAIN: the architecture is fixed; the same weights train on (DA and HPO still learn)."""
+
+    SEARCH = "search"
+    TRAIN = "train"

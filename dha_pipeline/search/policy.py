@@ -1,0 +1,88 @@
+"""The policy learner: tau, the augmentation policy (docs/METHOD.md, "Augmentation policy").
+
+It owns the policy (a distribution over ordered pairs of the 14 ops), its Adam optimizer, the
+per-sample sampling of op pairs and magnitudes, the L_DA objective with its entropy floor, and its
+checkpoint part.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from dha_pipeline.augment.policy import AugmentPolicy, PolicySample
+from dha_pipeline.recipe import AugmentConfig
+
+TOP_PAIRS_LOGGED = 5
+TOP_PAIRS_REPORTED = 20
+
+
+class PolicyLearner:
+    """tau, learned adversarially: the pairs that make harder-than-average samples gain probability."""
+
+    def __init__(self, settings: AugmentConfig, device: torch.device) -> None:
+        self.policy = AugmentPolicy(temperature=settings.temperature, max_magnitude=settings.magnitude_max,
+                                    entropy_floor_fraction=settings.entropy_floor).to(device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=settings.policy_lr)
+
+    def sample(self, n: int, generator: torch.Generator) -> PolicySample:
+        """One op pair, magnitudes and signs per sample of a batch of n."""
+        return self.policy.sample(n, generator)
+
+    def apply(self, images: torch.Tensor, sample: PolicySample) -> torch.Tensor:
+        """The batch (NCHW in [0, 1]) with each sample's pair applied, op by op, batched per op."""
+        return self.policy.apply(images, sample)
+
+    def loss(self, sample: PolicySample, per_sample_loss: torch.Tensor) -> torch.Tensor:
+        """L_DA of the drawn pairs given the network's per-sample losses; its gradient reaches only tau."""
+        return self.policy.da_loss(sample, per_sample_loss)
+
+    def parameters(self) -> list[torch.Tensor]:
+        """tau."""
+        return list(self.policy.parameters())
+
+    def zero_grad(self) -> None:
+        """Drop tau's gradient before a backward pass."""
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        """One Adam step on tau."""
+        self.optimizer.step()
+
+    @torch.no_grad()
+    def entropy(self) -> float:
+        """The policy's entropy in nats."""
+        return float(self.policy.entropy())
+
+    def top_pairs(self, top: int = TOP_PAIRS_REPORTED) -> dict[str, float]:
+        """The `top` most probable pairs as {"op1+op2": probability}."""
+        return self.policy.as_dict(top)
+
+    def probabilities(self) -> np.ndarray:
+        """The K x K pair probabilities (rows: first op)."""
+        k = self.policy.num_ops
+        return self.policy.probs().detach().cpu().numpy().reshape(k, k)
+
+    @property
+    def op_names(self) -> list[str]:
+        """The K single ops, in the policy's order."""
+        return list(self.policy.op_names)
+
+    def log_row(self, epoch: int) -> dict[str, Any]:
+        """One policy.csv row: entropy and the most probable pairs."""
+        row: dict[str, Any] = {"epoch": epoch, "entropy": self.entropy(), "max_entropy": self.policy.max_entropy}
+        for rank, (op1, op2, prob) in enumerate(self.policy.top_pairs(TOP_PAIRS_LOGGED), start=1):
+            row[f"top{rank}"] = f"{op1}+{op2}"
+            row[f"top{rank}_p"] = prob
+        return row
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpoint part: tau and its optimizer."""
+        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of `state_dict`."""
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,97 @@
+"""The DARTS cell space (docs/METHOD.md, "The cell space"): normal and reduction cells of 4
+intermediate nodes; node i reads 2 + i earlier states through one of 7 ops and keeps 2 edges.
+
+Modules: `operations` (name -> op constructor), `genotype` (Genotype, published ones), `network`
+(the plain network of a genotype), `supernet` (every candidate, only the active ones run), `fold`
+(supernet -> child), `plots` (cell diagrams). `SPACE` is what the registry hands out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from dha_pipeline.spaces.base import ArchWeights, DataShape, DecisionPoint, PointKey, Support
+from dha_pipeline.spaces.darts.fold import child_from_supernet, genotype_from_supports
+from dha_pipeline.spaces.darts.genotype import Genotype, known_genotype
+from dha_pipeline.spaces.darts.network import DartsNetwork, NetworkConfig
+from dha_pipeline.spaces.darts.operations import PRIMITIVES
+from dha_pipeline.spaces.darts.plots import cell_diagrams
+from dha_pipeline.spaces.darts.supernet import CELL_TYPES, NODES, Supernet, SupernetConfig
+
+FIRST_NODE = 2
+"""States 0 and 1 are the cell's inputs; intermediate node i is state 2 + i and reads states 0..1+i."""
+KEEP_EDGES = 2
+CODE_SIZE = 7
+
+
+class DartsSpace:
+    """The cell space as a `SearchSpace`."""
+
+    name = "darts"
+
+    def decision_points(self) -> list[DecisionPoint]:
+        """Normal cell nodes 0..3, then reduction cell nodes 0..3."""
+        return [DecisionPoint(cell_type, node, FIRST_NODE + node, PRIMITIVES, KEEP_EDGES, CODE_SIZE)
+                for cell_type in CELL_TYPES for node in range(NODES)]
+
+    def supernet(self, model: Any, shape: DataShape) -> Supernet:
+        """The supernet of the recipe's [model] settings."""
+        return Supernet(SupernetConfig(num_classes=shape.num_classes, in_channels=shape.channels,
+                                       image_size=shape.image_size, init_channels=model.init_channels,
+                                       layers=model.layers, stem=model.stem, auxiliary=model.auxiliary,
+                                       drop_path=model.drop_path))
+
+    def supernet_from_config(self, config: dict[str, Any]) -> Supernet:
+        """The supernet of a saved config."""
+        return Supernet(SupernetConfig(**config))
+
+    def genotype(self, supports: dict[PointKey, Support]) -> Genotype:
+        """Each node's kept (input, op) pairs as a DARTS genotype."""
+        return genotype_from_supports(supports)
+
+    def genotype_from_dict(self, raw: dict[str, Any]) -> Genotype:
+        """A validated genotype from its JSON form."""
+        return Genotype.from_dict(raw)
+
+    def known_genotype(self, name: str) -> Genotype:
+        """DARTS_V1 or DARTS_V2."""
+        return known_genotype(name)
+
+    def network(self, model: Any, shape: DataShape, genotype: Genotype) -> DartsNetwork:
+        """The plain network of `genotype` with the recipe's [model] settings."""
+        return DartsNetwork(NetworkConfig(num_classes=shape.num_classes, in_channels=shape.channels,
+                                          image_size=shape.image_size, init_channels=model.init_channels,
+                                          layers=model.layers, genotype=genotype, stem=model.stem,
+                                          auxiliary=model.auxiliary, drop_path=model.drop_path))
+
+    def network_from_config(self, config: dict[str, Any]) -> DartsNetwork:
+        """The plain network of a saved config."""
+        return DartsNetwork(NetworkConfig.from_dict(config))
+
+    def child(self, trained: nn.Module, weights: ArchWeights | None) -> DartsNetwork:
+        """Supernet: fold each active op's weight into its BatchNorm. Plain network: drop the
+        auxiliary head and drop-path."""
+        if isinstance(trained, Supernet):
+            if weights is None:
+                raise ValueError("a supernet's child needs the architecture weights")
+            return child_from_supernet(trained, weights)
+        config = dataclasses.replace(trained.config, auxiliary=False, drop_path=0.0)
+        child = DartsNetwork(config)
+        child.load_state_dict({k: v for k, v in trained.state_dict().items() if not k.startswith("auxiliary_head.")})
+        return child.eval()
+
+    def describe(self, genotype: Genotype) -> dict[str, str]:
+        """The two cells as 'op<-input' lists."""
+        return {f"{cell_type} cell": ", ".join(f"{op}<-{source}" for op, source in getattr(genotype, cell_type))
+                for cell_type in CELL_TYPES}
+
+    def plot(self, genotype: dict[str, Any], path: Path) -> None:
+        """Both cells as graphs."""
+        cell_diagrams(genotype, path)
+
+
+SPACE = DartsSpace()
