@@ -13,6 +13,7 @@ from rich.table import Table
 
 console = Console()
 error_console = Console(stderr=True)
+UNLIMITED_WIDTH = 100_000
 
 
 def summary_table(title: str, rows: dict[str, Any]) -> None:
@@ -34,8 +35,9 @@ def print_table(table: Table) -> None:
     """A rich table, never cut: at its natural width when stdout is not a terminal."""
     if console.is_terminal:
         console.print(table)
-    else:
-        Console(width=max(console.measure(table).maximum, 80)).print(table)
+        return
+    natural = Console(width=UNLIMITED_WIDTH).measure(table).maximum
+    Console(width=max(natural, 80)).print(table)
 
 
 def next_commands(*commands: str) -> None:

@@ -196,6 +196,17 @@ def test_cli_predict_prints_a_table(model: Path, images: dict[str, Path],
     assert out.count("%") == 2 * 2  # two images, two "label probability%" cells each
 
 
+
+def test_cli_predict_table_keeps_long_paths_whole_off_a_terminal(model: Path, images: dict[str, Path], tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    deep = tmp_path / ("a_rather_long_folder_name_" * 4) / "gray8_0.png"
+    deep.parent.mkdir()
+    shutil.copy(images["gray8_0"], deep)
+    assert main(["predict", str(model), str(deep)]) == 0
+    out = capsys.readouterr().out
+    assert str(deep) in out and "…" not in out
+
+
 def test_cli_predict_top_k_zero_is_a_usage_error(model: Path, images: dict[str, Path],
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["predict", str(model), str(images["gray8_0"]), "--top-k", "0"]) == 2
