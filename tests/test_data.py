@@ -223,8 +223,8 @@ def test_digits_mean_std_from_train_only(digits_data: PreparedData) -> None:
     assert all(isinstance(v, float) for v in digits_data.mean + digits_data.std)
 
 
-def test_digits_overrides_and_auto_channels() -> None:
-    data = build_dataset(DataConfig(image_size=8, channels="auto"), image_size=12, channels=3)
+def test_digits_size_channels_and_auto_channels() -> None:
+    data = build_dataset(DataConfig(image_size=12, channels="3"))
     assert data.x["train"].shape[1:] == (12, 12, 3)
     assert data.manifest["image_size"] == 12 and data.manifest["channels"] == 3
     assert len(data.mean) == len(data.std) == 3
@@ -521,7 +521,7 @@ def test_imagefolder_source(folder: Path) -> None:
         shapes = [image.shape for image in source.splits[split].images]
         assert shapes[0] == (12, 9) and shapes[6] == (12, 9)  # 0.jpg is grayscale
         assert shapes[1] == (13, 11, 3) and shapes[5] == (17, 19, 3)
-    assert source.bad_files == [] and source.fingerprint is None  # files are hashed when they are decoded
+    assert source.fingerprint is None  # files are hashed when they are decoded
     first = build_dataset(DataConfig(dataset=f"imagefolder:{folder}", image_size=8))
     assert first.manifest["source_sha256"] == build_dataset(
         DataConfig(dataset=f"imagefolder:{folder}", image_size=8)).manifest["source_sha256"]
@@ -572,7 +572,8 @@ def test_imagefolder_classes_sorted_and_hidden_ignored(tmp_path: Path) -> None:
     assert source.classes == ["ant", "mole", "zebra"]
     assert source.splits["train"].labels.tolist() == [0, 0, 1, 1, 1, 2, 2]  # nested image counted
     assert source.splits["test"].labels.tolist() == [0, 0, 1, 1, 2, 2]
-    assert source.bad_files == []
+    listed = [path for split in source.splits.values() for path in split.images.paths]
+    assert not any(path.name.startswith(".") or ".cache" in path.parts or path.suffix == ".txt" for path in listed)
 
 
 def test_imagefolder_corrupt_image_one_error(tmp_path: Path) -> None:

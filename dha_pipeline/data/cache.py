@@ -163,15 +163,12 @@ def _decoded(splits: dict[str, SourceSplit], names: tuple[str, ...], skip_bad: b
     return decoded, bad, fingerprint
 
 
-def build_dataset(config: DataConfig, *, image_size: int | None = None, channels: int | None = None) -> PreparedData:
-    """Read `config.dataset` and return fixed, resized splits with train statistics.
-
-    `image_size`/`channels` override the recipe.
-    """
+def build_dataset(config: DataConfig) -> PreparedData:
+    """Read `config.dataset` and return fixed splits, resized to `config.image_size`, with train statistics."""
     source = load_source(config.dataset, download=config.download)
-    size = image_size or config.image_size
+    size = config.image_size
     splits, bad_files, files_fingerprint = _decoded(_planned_splits(config, source), SPLITS, config.skip_bad)
-    channels = channels or _target_channels(config, splits)
+    channels = _target_channels(config, splits)
     x = {name: _to_grid(splits[name], size, channels, f"resizing {name}") for name in SPLITS}
     y = {name: splits[name].labels for name in SPLITS}
     mean, std = _channel_stats(x["train"])

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dha_pipeline.errors import DhaError
+from dha_pipeline.preprocess import read_image
 
 SPLITS = ("train", "val", "test")
 
@@ -26,8 +27,6 @@ class ImageFiles:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        from dha_pipeline.preprocess import read_image
-
         return read_image(self.paths[index])
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -65,13 +64,13 @@ class SourceData:
     """A dataset as read from its source, before resizing and splitting.
 
     `fingerprint` is the sha256 of in-memory sources; sources of files leave it None, and the
-    digest of the files' names and bytes is taken when they are decoded.
+    digest of the files' names and bytes is taken when they are decoded (unreadable files are found
+    then too).
     """
 
     classes: list[str]
     splits: dict[str, SourceSplit]
     fingerprint: str | None = None
-    bad_files: list[str] = field(default_factory=list)
 
 
 def array_fingerprint(*arrays: np.ndarray) -> str:

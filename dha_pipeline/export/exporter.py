@@ -122,18 +122,18 @@ def export_child(child: Child, name: str, images: np.ndarray, images_source: str
     """Write every format into the export directory if, and only if, each passes the parity gate on
     `images` (uint8 NHWC, from `images_source`)."""
     formats = check_formats(formats)
-    export_dir = layout.root
     inputs = model_input(images, child.mean, child.std)
     model = child.model.eval()
     with torch.no_grad():
         reference = model(torch.from_numpy(inputs)).numpy()
     metadata = build_metadata(child, name)
     parity: dict[str, Parity] = {}
-    with staged_directory(export_dir) as stage, progress_bar() as progress:
+    with staged_directory(layout.root) as stage, progress_bar() as progress:
+        staged = ExportLayout(stage)
         task = progress.add_task("exporting", total=len(formats))
         for fmt_name in formats:
             fmt = FORMATS[fmt_name]
-            path = stage / MODEL_FILES[fmt_name]
+            path = staged.model(fmt_name)
             progress.update(task, description=f"exporting {fmt_name}")
             fmt.write(model, torch.from_numpy(inputs[:2]), path, config, metadata)
             parity[fmt_name] = compare_logits(reference, fmt.load(path)(inputs))
@@ -150,7 +150,6 @@ def export_child(child: Child, name: str, images: np.ndarray, images_source: str
             "top1_agreement": min(p.top1_agreement for p in parity.values()),
             "num_samples": len(inputs), "images": images_source,
             "by_format": {k: v.to_dict() for k, v in parity.items()}}
-        staged = ExportLayout(stage)
         for fmt_name in formats:
             FORMATS[fmt_name].embed(staged.model(fmt_name), metadata)
         write_json(staged.metadata, metadata)
