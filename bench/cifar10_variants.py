@@ -7,8 +7,8 @@ of the recipe
 (`recipes/cifar10_darts.toml`, whose DHA settings are the tuned ones) is unchanged. Each run is a
 whole `dha run`: search, derive, parity-gated ONNX export, then the full 10,000-image test set
 evaluated exactly once by onnxruntime. Rows go to the CSV as runs finish; rerunning skips them.
-`--retime dha:0 manual:0` reruns measured rows alone on the machine and replaces only their wall_s,
-after checking that every other column reproduced.
+A run is VARIANT[:FORM] (bench/variants.py). `--retime dha:0 manual:0` reruns measured rows alone on
+the machine and replaces only their wall_s, after checking that every other column reproduced.
 
     tar xzf ../shared/data/cifar10/cifar10-jpeg.tar.gz -C /tmp/data    # /tmp/data/{train,test}/<class>/
     python bench/cifar10_variants.py --data /tmp/data
@@ -24,8 +24,11 @@ from variants import VARIANTS, retime_rows, run_protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "cifar10_darts.toml"
-# Seeds per variant: 3 for DHA and NAS only, 2 for the other baselines; runs go seed-major, DHA first.
-SEEDS = {"dha": 3, "nas_only": 3, "manual": 2, "nas_da": 2, "nas_hpo": 2, "sequential": 2}
+# Seeds per run (VARIANT[:FORM]): 3 for DHA (both forms) and NAS only, 2 for the other baselines; runs go
+# seed-major. The baselines with the learned policy were measured in the paper's form (every sample
+# augmented) before the learned fraction existed, and stay so.
+SEEDS = {"dha": 3, "dha:paper": 3, "nas_only": 3, "manual": 2, "nas_da:paper": 2, "nas_hpo": 2,
+         "sequential:paper": 2}
 
 
 def protocol_overrides(data: Path, subset: int, epochs: int) -> list[str]:
@@ -42,7 +45,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--csv", type=Path, default=ROOT / "docs" / "results" / "cifar10_variants.csv")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dha_cifar10"))
-    parser.add_argument("--variants", nargs="+", default=list(SEEDS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(SEEDS), choices=list(SEEDS), metavar="RUN",
+                        help=f"runs of the protocol: {', '.join(SEEDS)}")
+    parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds (default: each run's count)")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="one more recipe override for every run (e.g. search.budget_minutes=3)")
     parser.add_argument("--retime", nargs="+", default=[], metavar="VARIANT:SEED",
                         help="rerun these measured rows and replace only their wall_s")
     args = parser.parse_args()
@@ -58,11 +65,11 @@ def main() -> None:
         print(f"error: '{args.data}' has no train/ and test/ folders; extract "
               "../shared/data/cifar10/cifar10-jpeg.tar.gz there first", file=sys.stderr)
         raise SystemExit(2)
-    overrides = protocol_overrides(args.data.resolve(), args.subset, args.epochs)
+    overrides = [*protocol_overrides(args.data.resolve(), args.subset, args.epochs), *args.extra]
     if retime:
         retime_rows(RECIPE, args.csv, retime, overrides, args.work_dir)
         return
-    for seed in range(max(SEEDS.values())):
+    for seed in args.seeds if args.seeds is not None else range(max(SEEDS.values())):
         variants = [v for v in args.variants if seed < SEEDS[v]]
         run_protocol(RECIPE, args.csv, [seed], variants, overrides, args.work_dir)
 

@@ -6,6 +6,9 @@
 # quickstart   the digits quickstart with device=cuda (search, derive, parity-gated export, onnxruntime test)
 # search_step  bench/search_step.py on cuda (ms per training step of each variant, synchronized)
 # cifar        the CIFAR-10 protocol's DHA run, seed 0, on cuda (needs CIFAR_TAR, the JPEG tar.gz)
+# cifar_full   full CIFAR-10 (49,000 train / 1,000 val / 10,000 test), NAS only then DHA (default form),
+#              seed 0, each with a minutes budget (FULL_MINUTES, default 3.5: both fit in 8 minutes) that
+#              the lr schedule runs against; epochs cap FULL_EPOCHS (default 30); needs CIFAR_TAR
 # resume       the quickstart killed mid-search, then `dha run --resume` on cuda (checkpoint restore)
 # sequential   the quickstart in sequential mode on cuda (phase 2 rebuilds the plain child)
 # repeat       the quickstart twice more, uninterrupted: are two GPU runs of one seed identical?
@@ -47,6 +50,15 @@ if wanted cifar && [ -n "$TAR" ]; then
     step cifar_dha 200 python3 bench/cifar10_variants.py --data /tmp/data --variants dha \
         --csv "$OUT/cifar10_gpu.csv" --work-dir /tmp/gpu_cifar
     cp /tmp/gpu_cifar/runs/cifar10_darts_dha_s0/history.csv "$OUT/cifar_history.csv" 2>/dev/null
+fi
+if wanted cifar_full && [ -n "$TAR" ]; then
+    mkdir -p /tmp/data && [ -d /tmp/data/train ] || tar xzf "$TAR" -C /tmp/data
+    step cifar_full 600 python3 bench/cifar10_variants.py --data /tmp/data --subset 0 --epochs "${FULL_EPOCHS:-30}" \
+        --variants nas_only dha --seeds 0 --set "search.budget_minutes=${FULL_MINUTES:-3.5}" \
+        --set "device=\"${DEVICE:-cuda}\"" --csv "$OUT/cifar10_full_gpu.csv" --work-dir /tmp/gpu_cifar_full
+    for run in nas_only dha; do
+        cp "/tmp/gpu_cifar_full/runs/cifar10_darts_${run}_s0/history.csv" "$OUT/cifar_full_${run}_history.csv" 2>/dev/null
+    done
 fi
 if wanted resume; then  # killed once the search has written a checkpoint, then resumed
     "${CUDA_RUN[@]}" --force --set 'name="resume"' >"$OUT/resume.log" 2>&1 &

@@ -3,7 +3,9 @@
 With `--paired dha`, a second table: that variant minus each other one, seed by seed (runs of one
 seed share its random streams), and the ratio of their wall times over the seeds both have.
 `--no-wall` leaves every wall-time column out, for a CSV whose rows were timed in different sessions
-(bench/wall_costs.py compares those within a session).
+(bench/wall_costs.py compares those within a session). A row is named as its run was (VARIANT, or
+VARIANT:paper for the paper's augmentation form); where the CSV records them, the mean final val
+top-1 and the mean learned share p of augmented samples are shown too.
 
     python bench/summarize_variants.py docs/results/digits_variants.csv --png docs/results/digits_variants.png \
         --paired dha
@@ -18,6 +20,16 @@ from pathlib import Path
 
 from dha_pipeline.fileio import write_with
 from dha_pipeline.report.plots import pyplot
+
+
+def run_label(row: dict[str, str]) -> str:
+    """The run's name as bench/variants.py takes it: VARIANT, or VARIANT:paper for the paper's form."""
+    return f"{row['variant']}:paper" if row.get("form") == "paper" else row["variant"]
+
+
+def _mean_of(rows: list[dict[str, str]], column: str, scale: float = 1.0) -> str:
+    values = [scale * float(row[column]) for row in rows if row.get(column)]
+    return f"{statistics.mean(values):.2f}" if values else "-"
 
 
 def paired_table(rows: list[dict[str, str]], reference: str, with_wall: bool = True) -> list[str]:
@@ -48,13 +60,15 @@ def main() -> None:
     parser.add_argument("--no-wall", action="store_true", help="leave out the wall-time columns")
     args = parser.parse_args()
     with open(args.csv, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+        rows = [{**row, "variant": run_label(row)} for row in csv.DictReader(handle)]
+    extra = any(row.get("val_top1") or row.get("aug_fraction") for row in rows)
     variants = list(dict.fromkeys(row["variant"] for row in rows))
     if args.paired and args.paired not in variants:
         parser.error(f"--paired {args.paired}: no such variant in {args.csv}; pick one of {', '.join(variants)}")
     stats = {}
-    print("| variant | seeds | test top-1 (mean +- sd) | min | max | params |" + ("" if args.no_wall else " wall s |"))
-    print("|---|---|---|---|---|---|" + ("" if args.no_wall else "---|"))
+    print("| variant | seeds | test top-1 (mean +- sd) | min | max | params |" + ("" if args.no_wall else " wall s |")
+          + (" val top-1 | p |" if extra else ""))
+    print("|---|---|---|---|---|---|" + ("" if args.no_wall else "---|") + ("---|---|" if extra else ""))
     for variant in variants:
         mine = [row for row in rows if row["variant"] == variant]
         top1 = [100 * float(row["top1"]) for row in mine]
@@ -63,7 +77,8 @@ def main() -> None:
         params = statistics.mean(int(row["params"]) for row in mine)
         wall = statistics.mean(float(row["wall_s"]) for row in mine)
         print(f"| {variant} | {len(mine)} | {stats[variant][0]:.2f} +- {sd:.2f} | {min(top1):.2f} | {max(top1):.2f} "
-              f"| {params:,.0f} |" + ("" if args.no_wall else f" {wall:.0f} |"))
+              f"| {params:,.0f} |" + ("" if args.no_wall else f" {wall:.0f} |")
+              + (f" {_mean_of(mine, 'val_top1', 100)} | {_mean_of(mine, 'aug_fraction')} |" if extra else ""))
     if args.paired:
         print("\n" + "\n".join(paired_table(rows, args.paired, with_wall=not args.no_wall)))
     if args.png:

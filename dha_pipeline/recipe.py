@@ -26,6 +26,8 @@ from dha_pipeline.spaces.registry import space_names
 
 SEARCH_SECTIONS = ("seed", "data", "model", "train", "augment", "search", "hpo")
 COMPONENTS = ("nas", "da", "hpo")
+AUGMENT_FORMS = ("learned_fraction", "paper")
+FRACTION_DATA = ("val", "train")
 """Recipe settings that change what the search/training stage computes."""
 
 
@@ -95,6 +97,14 @@ class AugmentConfig:
     temperature: float = _setting(2.0, low=0.05, high=100.0, help="pairs are drawn from softmax(log P / T)")
     magnitude_max: float = _setting(3.0, low=0.0, high=10.0, help="magnitudes are uniform in [0, this]")
     entropy_floor: float = _setting(0.9, low=0.0, high=1.0, help="fraction of the maximum policy entropy")
+    trivial_augment: bool = _setting(False, help="TrivialAugment Wide on every sample (the fixed-policy anchor)")
+    form: str = _setting("learned_fraction", choices=AUGMENT_FORMS,
+                         help="learned_fraction: a learned share p of each batch gets the policy; paper: all")
+    fraction_start: float = _setting(0.5, low=0.0, high=1.0, help="p at the start (learned_fraction form)")
+    fraction_lr: float = _setting(1.0, low=0.0, high=10.0, help="step of logit(p) per normalized hyper-step")
+    fraction_every: int = _setting(4, low=1, high=10_000, help="steps between hyper-steps of p")
+    fraction_data: str = _setting("val", choices=FRACTION_DATA,
+                                  help="clean images p's hypergradient is measured on: val or train")
 
 
 @dataclass

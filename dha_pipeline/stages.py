@@ -151,6 +151,10 @@ def search(recipe: Recipe, *, force: bool = False, resume: bool = False) -> Stag
                 **space.describe(space.genotype_from_dict(report["genotype"])),
                 "child params / MACs": f"{report['params']:,} / {report['macs']:,}",
                 "seconds": f"{report['seconds']:.1f}"}
+        augment = hyper.get("augment")
+        if augment:
+            rows[f"augmented share p ({'learned' if augment['learned'] else 'paper form'})"] = \
+                f"{augment['fraction']:.3f}"
         if report["da_policy"]:
             top = list(report["da_policy"].items())[:3]
             rows["top policy pairs"] = ", ".join(f"{pair} {100 * p:.1f}%" for pair, p in top)

@@ -50,4 +50,4 @@ def test_same_generator_seed_same_result_and_range_kept() -> None:
     second = augment(_batch(), torch.Generator().manual_seed(5))
     assert torch.equal(first, second)
     assert first.min() >= 0 and first.max() <= 1
-    assert augment.to_dict() == {"crop_padding": 2, "hflip": True, "cutout": 3}
+    assert augment.to_dict() == {"crop_padding": 2, "hflip": True, "cutout": 3, "trivial_augment": False}

@@ -52,3 +52,18 @@ def test_unknown_paired_variant_is_refused_with_exit_2(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "--paired dhaa" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_runs_are_named_by_form_and_show_val_and_p_where_recorded(tmp_path):
+    csv_path = tmp_path / "variants.csv"
+    header = ("variant,form,seed,top1,top5,wall_s,params,macs,onnx_top1,torch_top1,aug_fraction,val_top1,"
+              "train_clean_top1\n")
+    csv_path.write_text(header + "dha,paper,0,0.5,1,10,10,1,0.5,0.5,1.0,,\n"
+                        "dha,learned_fraction,0,0.6,1,10,10,1,0.6,0.6,0.25,0.55,0.9\n"
+                        "nas_only,,0,0.4,1,10,10,1,0.4,0.4,,0.45,0.99\n")
+    result = subprocess.run([sys.executable, str(SCRIPT), str(csv_path), "--paired", "dha", "--no-wall"],
+                            capture_output=True, text=True, check=True)
+    assert "| dha:paper | 1 | 50.00 +- 0.00 | 50.00 | 50.00 | 10 | - | 1.00 |" in result.stdout
+    assert "| dha | 1 | 60.00 +- 0.00 | 60.00 | 60.00 | 10 | 55.00 | 0.25 |" in result.stdout
+    assert "| nas_only | 1 | 40.00 +- 0.00 | 40.00 | 40.00 | 10 | 45.00 | - |" in result.stdout
+    assert "| dha:paper | 0 | +10.00 | +10.00 | 1 / 0 / 0 |" in result.stdout

@@ -100,6 +100,9 @@ def test_every_variant_trains_and_leaves_its_logs(tmp_path: Path, digits8, searc
         assert layout.plot("policy_heatmap").is_file()
         top_pair, top_probability = next(iter(summary["da_policy"].items()))
         assert "+" in top_pair and top_probability > 1.05 / 196, "tau must have left the uniform policy"
+        augment = summary["hyperparameters"]["augment"]
+        assert augment["form"] == "learned_fraction" and augment["learned"] is True
+        assert outcome.history[-1]["aug_fraction"] == augment["fraction"] != 0.5, "p must move"
     else:
         assert summary["da_policy"] is None and "policy_entropy" not in outcome.history[-1]
     hparams = list(csv.DictReader(layout.log("hparams").open()))

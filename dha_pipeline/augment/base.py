@@ -1,4 +1,6 @@
-"""Base augmentation outside the learned policy: random crop with padding, horizontal flip, Cutout.
+"""Base augmentation outside the learned policy: random crop with padding, horizontal flip, Cutout,
+and optionally TrivialAugment Wide (the fixed-policy anchor, between the flip and Cutout as in
+torchvision's usual CIFAR pipeline).
 
 Each function works on a whole NCHW float batch on its device, draws per-sample
 parameters from an explicit `torch.Generator` (so runs are reproducible and
@@ -11,6 +13,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch.nn import functional as F
+
+from dha_pipeline.augment.trivial import trivial_augment_wide
 
 
 def _uniform_ints(n: int, high: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -57,12 +61,15 @@ class BaseAugment:
     crop_padding: int = 4
     hflip: bool = True
     cutout: int = 0
+    trivial_augment: bool = False
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Augment an NCHW batch in [0, 1]."""
         batch = random_crop(batch, self.crop_padding, generator)
         if self.hflip:
             batch = random_hflip(batch, generator)
+        if self.trivial_augment:
+            batch = trivial_augment_wide(batch, generator)
         return cutout(batch, self.cutout, generator)
 
     def to_dict(self) -> dict[str, int | bool]:

@@ -35,6 +35,36 @@ class PolicySample:
         return self.pair.shape[0]
 
 
+def apply_ops(op_names: Sequence[str], images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor,
+              sign: torch.Tensor) -> torch.Tensor:
+    """One op per sample (`op` indexes `op_names`), grouped: sort samples by op, run each op once on its
+    contiguous group, scatter back.
+
+    The geometric ops (rotate, shear, translate) of all groups share one affine warp: their per-sample
+    matrices are stacked and applied in a single call.
+    """
+    op = op.to(images.device)
+    order = torch.argsort(op, stable=True)
+    counts = torch.bincount(op, minlength=len(op_names)).tolist()
+    groups = zip(op_names, images.index_select(0, order).split(counts),
+                 magnitude.to(images.device)[order].split(counts), sign.to(images.device)[order].split(counts))
+    outputs: list[torch.Tensor] = []
+    warped_slots: list[int] = []
+    warp_inputs: list[torch.Tensor] = []
+    warp_matrices: list[torch.Tensor] = []
+    for name, group, mags, sgns in groups:
+        if len(group) and name in AFFINE_MATRICES:
+            warped_slots.append(len(outputs))
+            warp_inputs.append(group)
+            warp_matrices.append(AFFINE_MATRICES[name](group, mags, sgns))
+        outputs.append(OPS[name](group, mags, sgns) if len(group) and name not in AFFINE_MATRICES else group)
+    if warp_inputs:
+        warped = warp(torch.cat(warp_inputs), torch.cat(warp_matrices)).split([len(g) for g in warp_inputs])
+        for slot, result in zip(warped_slots, warped, strict=True):
+            outputs[slot] = result
+    return torch.empty_like(images).index_copy_(0, order, torch.cat(outputs))
+
+
 class AugmentPolicy(nn.Module):
     """Learnable distribution P = softmax(tau) over the K * K ordered op pairs, with batched sampling and apply.
 
@@ -102,36 +132,8 @@ class AugmentPolicy(nn.Module):
 
     def apply(self, images: torch.Tensor, sample: PolicySample) -> torch.Tensor:
         """Augment an NCHW batch in [0, 1]: op1 then op2 per sample, each op called once on the samples that drew it."""
-        images = self._apply_stage(images, sample.op1, sample.magnitude1, sample.sign1)
-        return self._apply_stage(images, sample.op2, sample.magnitude2, sample.sign2)
-
-    def _apply_stage(self, images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor,
-                     sign: torch.Tensor) -> torch.Tensor:
-        """One op per sample, grouped: sort samples by op, run each op on its contiguous group, scatter back.
-
-        The geometric ops (rotate, shear, translate) of all groups share one affine warp: their
-        per-sample matrices are stacked and applied in a single call.
-        """
-        op = op.to(images.device)
-        order = torch.argsort(op, stable=True)
-        counts = torch.bincount(op, minlength=self.num_ops).tolist()
-        groups = zip(self.op_names, images.index_select(0, order).split(counts),
-                     magnitude.to(images.device)[order].split(counts), sign.to(images.device)[order].split(counts))
-        outputs: list[torch.Tensor] = []
-        warped_slots: list[int] = []
-        warp_inputs: list[torch.Tensor] = []
-        warp_matrices: list[torch.Tensor] = []
-        for name, group, mags, sgns in groups:
-            if len(group) and name in AFFINE_MATRICES:
-                warped_slots.append(len(outputs))
-                warp_inputs.append(group)
-                warp_matrices.append(AFFINE_MATRICES[name](group, mags, sgns))
-            outputs.append(OPS[name](group, mags, sgns) if len(group) and name not in AFFINE_MATRICES else group)
-        if warp_inputs:
-            warped = warp(torch.cat(warp_inputs), torch.cat(warp_matrices)).split([len(g) for g in warp_inputs])
-            for slot, result in zip(warped_slots, warped, strict=True):
-                outputs[slot] = result
-        return torch.empty_like(images).index_copy_(0, order, torch.cat(outputs))
+        images = apply_ops(self.op_names, images, sample.op1, sample.magnitude1, sample.sign1)
+        return apply_ops(self.op_names, images, sample.op2, sample.magnitude2, sample.sign2)
 
     def floor_penalty(self) -> torch.Tensor:
         """floor_weight * relu(entropy_floor - entropy): zero above the floor, pushes entropy up below it."""

@@ -22,6 +22,22 @@ def _eta(hyper: dict[str, Any]) -> str:
     return line
 
 
+def _augmentation(metadata: dict[str, Any]) -> list[str]:
+    """The training augmentation: base ops, and the learned policy with its augmented share p."""
+    base = metadata.get("base_augment") or {}
+    parts = [f"crop padding {base.get('crop_padding', 0)}", f"flip {'on' if base.get('hflip') else 'off'}",
+             f"cutout {base.get('cutout', 0)}"]
+    if base.get("trivial_augment"):
+        parts.append("TrivialAugment Wide")
+    lines = [f"- base augmentation: {', '.join(parts)}"]
+    augment = (metadata.get("hyperparameters") or {}).get("augment")
+    if augment:
+        how = (f"learned by hypergradient on clean {augment['measured_on']} images" if augment["learned"]
+               else "the paper's form: every sample")
+        lines.append(f"- learned policy applied to a share p = {augment['fraction']:.3f} of each batch ({how})")
+    return lines
+
+
 def model_card(metadata: dict[str, Any], evaluation: dict[str, Any] | None) -> str:
     """Markdown model card from the model metadata and, when known, its evaluation."""
     spec = metadata["input"]
@@ -41,6 +57,7 @@ def model_card(metadata: dict[str, Any], evaluation: dict[str, Any] | None) -> s
         f"- search space: {metadata['search_space']}; params {metadata['params']:,}; MACs {metadata['macs']:,}",
         f"- genotype: `{metadata['genotype']}`",
         f"- {_eta(hyper)}",
+        *_augmentation(metadata),
         f"- trained on `{metadata['data']['dataset']}`",
         "",
         "## Export parity (onnxruntime / TorchScript vs torch)",

@@ -107,7 +107,7 @@ class HyperDots:
     gamma_norm2: float
 
 
-def _dot(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+def flat_dot(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
     """sum_i <xs_i, ys_i> as a float64 scalar on `device`: one fused product, one concatenation, one sum."""
     if not xs:
         return torch.zeros((), dtype=torch.float64, device=device)
@@ -144,8 +144,9 @@ def hyper_dots(optimizer: HyperSGD, next_grads: Sequence[torch.Tensor | None]) -
         present = [g for _, g in pairs if g is not None]
         device = group["params"][0].device
         g_v, g_p, v_v, p_p, p_v, g_g = torch.stack([  # one device synchronization per group
-            _dot(g_live, v_live, device), _dot(g_live, p_live, device), _dot(velocity, velocity, device),
-            _dot(theta, theta, device), _dot(theta, velocity, device), _dot(present, present, device)]).tolist()
+            flat_dot(g_live, v_live, device), flat_dot(g_live, p_live, device),
+            flat_dot(velocity, velocity, device), flat_dot(theta, theta, device),
+            flat_dot(theta, velocity, device), flat_dot(present, present, device)]).tolist()
         g_theta = g_p + lr * g_v
         theta_theta = max(p_p + 2.0 * lr * p_v + lr * lr * v_v, 0.0)  # |theta' + lr v|^2, rounding-safe
         terms = (lr * g_v, lr * wd * g_theta, g_g, lr * lr * v_v, (lr * wd) ** 2 * theta_theta)

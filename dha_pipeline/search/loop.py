@@ -36,7 +36,8 @@ from dha_pipeline.recipe import SEARCH_SECTIONS, Recipe
 from dha_pipeline.search import observe
 from dha_pipeline.search.architecture import ArchitectureLearner
 from dha_pipeline.search.checkpoint import load_checkpoint, save_checkpoint
-from dha_pipeline.search.hpo import HyperSGD
+from dha_pipeline.search.fraction import FractionLearner
+from dha_pipeline.search.hpo import HyperSGD, held_in_gradients
 from dha_pipeline.search.hyper import HyperLearner
 from dha_pipeline.search.phase import Phase
 from dha_pipeline.search.policy import PolicyLearner
@@ -45,7 +46,7 @@ from dha_pipeline.spaces.base import DataShape, Genotype
 from dha_pipeline.spaces.cost import count_macs, count_params
 from dha_pipeline.spaces.registry import get_space
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 
 
 @dataclass
@@ -95,7 +96,8 @@ class SearchRun:
         self.train_split = DeviceSplit(data.source("train"), self.device)
         self.val_split = DeviceSplit(data.source("val"), self.device)
         self.standardize = Standardize(data.mean, data.std, self.device)
-        self.base_augment = BaseAugment(recipe.augment.crop_padding, recipe.augment.hflip, recipe.augment.cutout)
+        self.base_augment = BaseAugment(recipe.augment.crop_padding, recipe.augment.hflip, recipe.augment.cutout,
+                                        recipe.augment.trivial_augment)
         self.batch_size = min(recipe.train.batch_size, len(self.train_split))
         self.steps_per_epoch = len(self.train_split) // self.batch_size
         self.build(self.active_components())
@@ -131,6 +133,7 @@ class SearchRun:
         self.theta = HyperSGD(self.network.parameters(), lr=train.lr, momentum=train.momentum,
                               weight_decay=train.weight_decay, grad_clip=train.grad_clip)
         self.policy = PolicyLearner(recipe.augment, self.device) if "da" in components else None
+        self.fraction = FractionLearner(recipe.augment) if "da" in components else None
         self.hyper = HyperLearner(train, recipe.hpo, learned="hpo" in components,
                                   steps_per_epoch=self.steps_per_epoch,
                                   budget_minutes=recipe.search.budget_minutes)
@@ -167,10 +170,18 @@ class SearchRun:
         """One joint step on the training samples at `index`; returns (loss, accuracy) as device scalars."""
         images, labels = self.train_split.take(index)
         images = self.base_augment(to_unit(images), self.generator)
-        sample = None
-        if self.policy is not None:
-            sample = self.policy.sample(len(labels), self.generator)
-            images = self.policy.apply(images, sample)
+        step = self.epoch * self.steps_per_epoch + self.step_in_epoch
+        sample, parts, measure = None, None, False
+        if self.policy is not None and self.fraction is not None:
+            measure = self.fraction.due(step, len(labels))
+            parts = self.fraction.split(len(labels), self.generator, measure)
+            if parts is None:  # the paper's form: every sample gets the policy ops
+                sample = self.policy.sample(len(labels), self.generator)
+                images = self.policy.apply(images, sample)
+            elif len(parts[0]):
+                augmented = parts[0].to(self.device)
+                sample = self.policy.sample(len(augmented), self.generator)
+                images = images.index_copy(0, augmented, self.policy.apply(images.index_select(0, augmented), sample))
         logits, aux_logits = self.forward_train(self.standardize(images))
         per_sample = self.per_sample_loss(logits, aux_logits, labels)
         loss = per_sample.mean()
@@ -179,18 +190,46 @@ class SearchRun:
                            f"checkpoint is kept in '{self.layout.checkpoint}'",
                            "lower train.lr (or hpo.lr_high) and keep train.grad_clip > 0")
         self.zero_grad()
-        objective = loss if self.policy is None else loss + self.policy.loss(sample, per_sample)
+        augmented_loss = per_sample if parts is None else per_sample[parts[0].to(self.device)]
+        objective = loss if sample is None else loss + self.policy.loss(sample, augmented_loss)
+        aug_grads = None
+        if measure:  # g_aug: the augmented part's summed loss, backpropagated alone first
+            aug_grads = self.theta_gradients(augmented_loss.sum())
         objective.backward()
         all_average(p.grad for p in self.learned_parameters())
-        self.hyper.step(self.theta, self.epoch * self.steps_per_epoch + self.step_in_epoch, self.elapsed,
+        if aug_grads is not None:
+            all_average(aug_grads)
+            self.fraction.remember(aug_grads, [p.grad for p in self.theta.flat_params()], len(parts[0]), len(labels))
+        self.hyper.step(self.theta, step, self.elapsed,
                         (self.network, self.held_in_loss) if self.hyper.estimator == "held_in" else None)
         if self.policy is not None:
             self.policy.step()
         if self.arch is not None and self.phase is Phase.SEARCH:
             self.arch.step()
         self.theta.step()
+        if aug_grads is not None:  # g_val at theta', on clean held-out images
+            held_out = held_in_gradients(self.network, self.theta, self.clean_loss)
+            all_average(held_out)
+            self.fraction.step(held_out)
         accuracy = (logits.argmax(1) == labels).float().mean()
         return loss.detach(), accuracy
+
+    def theta_gradients(self, loss: torch.Tensor) -> list[torch.Tensor | None]:
+        """Gradients of `loss` w.r.t. theta (aligned with theta's parameters), keeping the graph and p.grad."""
+        params = self.theta.flat_params()
+        wanted = [p for p in params if p.requires_grad]
+        found = torch.autograd.grad(loss, wanted, retain_graph=True, allow_unused=True)
+        by_id = {id(p): g for p, g in zip(wanted, found, strict=True)}
+        return [by_id.get(id(p)) for p in params]
+
+    def clean_loss(self) -> torch.Tensor:
+        """The loss p's hypergradient is measured on: a clean (un-augmented) batch of `augment.fraction_data`."""
+        assert self.fraction is not None
+        split = self.val_split if self.fraction.data == "val" else self.train_split
+        size = min(self.batch_size, len(split))
+        index = torch.randint(0, len(split), (size,), generator=self.generator)
+        images, labels = split.take(index.to(self.device))
+        return F.cross_entropy(self.forward_train(self.standardize(to_unit(images)))[0], labels)
 
     def per_sample_loss(self, logits: torch.Tensor, aux_logits: torch.Tensor | None,
                         labels: torch.Tensor) -> torch.Tensor:
@@ -242,7 +281,11 @@ class SearchRun:
         if self.policy is not None:
             row["policy_entropy"] = self.policy.entropy()
             self.logs["policy"].append(self.policy.log_row(epoch))
-        self.logs["hparams"].append(self.hyper.log_row(epoch))
+        hparams = self.hyper.log_row(epoch)
+        if self.fraction is not None:
+            hparams.update(self.fraction.log_row())
+            row["aug_fraction"] = hparams["aug_fraction"]
+        self.logs["hparams"].append(hparams)
         if self.phase is Phase.SEARCH and self.arch is not None:
             self.logs["arch"] += self.arch.end_of_epoch(self.network, epoch)
         row["seconds"] = seconds
@@ -274,6 +317,7 @@ class SearchRun:
         """The last epoch as one whole line: what a log file keeps of it."""
         row = self.history[-1]
         entropy = f" H {row['policy_entropy']:.2f}" if "policy_entropy" in row else ""
+        entropy += f" p {row['aug_fraction']:.3f}" if "aug_fraction" in row else ""
         return (f"epoch {row['epoch']}/{self.recipe.train.epochs} {row['phase']} loss {row['train_loss']:.4f} "
                 f"train {row['train_top1']:.4f} val {row['val_top1']:.4f} (loss {row['val_loss']:.4f}) "
                 f"lr {row['scheduled_lr']:.3e} (base {row['lr']:.3e}) wd {row['weight_decay']:.2e}{entropy} "
@@ -344,6 +388,7 @@ class SearchRun:
         return {"format": CHECKPOINT_FORMAT, "recipe_sha256": self.settings_sha256, "phase": self.phase.value,
                 "genotype": self.genotype().to_dict(), "network": self.network.state_dict(),
                 "theta": self.theta.state_dict(), "arch": part(self.arch), "policy": part(self.policy),
+                "fraction": part(self.fraction),
                 "hyper": self.hyper.state_dict(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "order": self.order, "elapsed": self.elapsed, "history": self.history, "logs": self.logs,
                 "rng": _rng_state(self.generator)}
@@ -374,6 +419,8 @@ class SearchRun:
         self.theta.load_state_dict(state["theta"])
         if self.policy is not None:
             self.policy.load_state_dict(state["policy"])
+        if self.fraction is not None:
+            self.fraction.load_state_dict(state["fraction"])
         self.hyper.load_state_dict(state["hyper"])
         self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
         self.order = state["order"].cpu()
@@ -381,6 +428,13 @@ class SearchRun:
         self.history, self.logs = state["history"], state["logs"]
         _restore_rng(self.generator, state["rng"])
         return True
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """eta as the hyper learner reports it, and p (the augmented share) when the policy is on."""
+        report = self.hyper.report()
+        if self.fraction is not None:
+            report["augment"] = self.fraction.report()
+        return report
 
     # ---- the result --------------------------------------------------------------------------------
     def result(self) -> SearchResult:
@@ -391,7 +445,7 @@ class SearchRun:
             network=self.network.config.to_dict(),
             state_dict={k: v.detach().cpu() for k, v in self.network.state_dict().items()},
             arch_weights=None if self.arch is None else SearchResult.pack_weights(self.arch.weights()),
-            genotype=self.genotype().to_dict(), hyperparameters=self.hyper.report(),
+            genotype=self.genotype().to_dict(), hyperparameters=self.hyperparameters(),
             da_policy=None if self.policy is None else self.policy.top_pairs(),
             base_augment=self.base_augment.to_dict(), components=sorted(self.components), mode=self.mode,
             epochs=self.epoch, final_val_top1=self.history[-1]["val_top1"] if self.history else None,

@@ -1,0 +1,53 @@
+"""Regime B of docs/BENCHMARKS.md: CIFAR-10 with so few images that the manual baseline overfits plainly.
+
+Where the regime-A protocol (bench/cifar10_variants.py) underfits and augmentation should step aside,
+here augmentation should pay: a stratified subset of 500 training images (50 per class) trains every
+run for `--epochs` (default 150: the manual baseline then fits its clean training images and scores far
+lower on val), with the same CPU-sized network and the same 1,000-image val split. The runs are the
+baselines users know (manual, manual + TrivialAugment Wide, NAS only, NAS + TrivialAugment Wide), the
+ablation NAS+DA, and DHA in the paper's form (every sample augmented) and in the default form (the
+learned share p). Each is a whole `dha run`, tested once by onnxruntime on the full 10,000-image test
+set; rows go to docs/results/cifar10_smalldata.csv as they finish, and rerunning skips them.
+
+    tar xzf ../shared/data/cifar10/cifar10-jpeg.tar.gz -C /tmp/data    # /tmp/data/{train,test}/<class>/
+    python bench/cifar10_smalldata.py --data /tmp/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cifar10_variants import RECIPE, protocol_overrides
+from variants import run_protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+# Seeds per run (VARIANT[:FORM]), in the order runs go within a seed: 3 for NAS only, NAS + TrivialAugment
+# and both forms of DHA, 2 for the others.
+SEEDS = {"nas_only": 3, "dha": 3, "nas_ta": 3, "dha:paper": 3, "manual": 2, "manual_ta": 2, "nas_da": 2}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="ImageFolder root with train/ and test/")
+    parser.add_argument("--subset", type=int, default=500, help="stratified training images")
+    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--csv", type=Path, default=ROOT / "docs" / "results" / "cifar10_smalldata.csv")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dha_cifar10_smalldata"))
+    parser.add_argument("--runs", nargs="+", default=list(SEEDS), choices=list(SEEDS), metavar="RUN",
+                        help=f"runs of the protocol: {', '.join(SEEDS)}")
+    parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds (default: each run's count)")
+    args = parser.parse_args()
+    if not (args.data / "train").is_dir() or not (args.data / "test").is_dir():
+        print(f"error: '{args.data}' has no train/ and test/ folders; extract "
+              "../shared/data/cifar10/cifar10-jpeg.tar.gz there first", file=sys.stderr)
+        raise SystemExit(2)
+    overrides = protocol_overrides(args.data.resolve(), args.subset, args.epochs)
+    for seed in args.seeds if args.seeds is not None else range(max(SEEDS.values())):
+        runs = [run for run in args.runs if seed < SEEDS[run]]
+        run_protocol(RECIPE, args.csv, [seed], runs, overrides, args.work_dir)
+
+
+if __name__ == "__main__":
+    main()
