@@ -15,12 +15,9 @@ set; rows go to docs/results/cifar10_smalldata.csv as they finish, and rerunning
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-from cifar10_variants import RECIPE, protocol_overrides
-from variants import run_protocol
+from cifar10_variants import protocol_parser, protocol_run_overrides, run_seeds
 
 ROOT = Path(__file__).resolve().parent.parent
 # Seeds per run (VARIANT[:FORM]), in the order runs go within a seed: 3 for NAS only, NAS + TrivialAugment
@@ -29,24 +26,11 @@ SEEDS = {"nas_only": 3, "dha": 3, "nas_ta": 3, "dha:paper": 3, "manual": 2, "man
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="ImageFolder root with train/ and test/")
-    parser.add_argument("--subset", type=int, default=500, help="stratified training images")
-    parser.add_argument("--epochs", type=int, default=150)
-    parser.add_argument("--csv", type=Path, default=ROOT / "docs" / "results" / "cifar10_smalldata.csv")
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dha_cifar10_smalldata"))
-    parser.add_argument("--runs", nargs="+", default=list(SEEDS), choices=list(SEEDS), metavar="RUN",
-                        help=f"runs of the protocol: {', '.join(SEEDS)}")
-    parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds (default: each run's count)")
+    parser = protocol_parser(__doc__.splitlines()[0], SEEDS, subset=500, epochs=150,
+                             csv_path=ROOT / "docs" / "results" / "cifar10_smalldata.csv",
+                             work_dir=Path("/tmp/dha_cifar10_smalldata"))
     args = parser.parse_args()
-    if not (args.data / "train").is_dir() or not (args.data / "test").is_dir():
-        print(f"error: '{args.data}' has no train/ and test/ folders; extract "
-              "../shared/data/cifar10/cifar10-jpeg.tar.gz there first", file=sys.stderr)
-        raise SystemExit(2)
-    overrides = protocol_overrides(args.data.resolve(), args.subset, args.epochs)
-    for seed in args.seeds if args.seeds is not None else range(max(SEEDS.values())):
-        runs = [run for run in args.runs if seed < SEEDS[run]]
-        run_protocol(RECIPE, args.csv, [seed], runs, overrides, args.work_dir)
+    run_seeds(SEEDS, args, protocol_run_overrides(args))
 
 
 if __name__ == "__main__":

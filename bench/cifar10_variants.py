@@ -38,18 +38,44 @@ def protocol_overrides(data: Path, subset: int, epochs: int) -> list[str]:
             "model.auxiliary=false"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def protocol_parser(description: str, seeds: dict[str, int], *, subset: int, epochs: int, csv_path: Path,
+                    work_dir: Path) -> argparse.ArgumentParser:
+    """The arguments every CIFAR-10 protocol takes, with that protocol's defaults and runs."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path, required=True, help="ImageFolder root with train/ and test/")
-    parser.add_argument("--subset", type=int, default=1000, help="stratified training images (0 = all)")
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--csv", type=Path, default=ROOT / "docs" / "results" / "cifar10_variants.csv")
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dha_cifar10"))
-    parser.add_argument("--variants", nargs="+", default=list(SEEDS), choices=list(SEEDS), metavar="RUN",
-                        help=f"runs of the protocol: {', '.join(SEEDS)}")
+    parser.add_argument("--subset", type=int, default=subset, help="stratified training images (0 = all)")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--csv", type=Path, default=csv_path)
+    parser.add_argument("--work-dir", type=Path, default=work_dir)
+    parser.add_argument("--variants", nargs="+", default=list(seeds), choices=list(seeds), metavar="RUN",
+                        help=f"runs of the protocol: {', '.join(seeds)}")
     parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds (default: each run's count)")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="one more recipe override for every run (e.g. search.budget_minutes=3)")
+    return parser
+
+
+def protocol_run_overrides(args: argparse.Namespace) -> list[str]:
+    """The checked data folder's protocol overrides plus the `--set` lines; exit 2 naming the fix when the
+    folder is not the extracted CIFAR-10 copy."""
+    if not (args.data / "train").is_dir() or not (args.data / "test").is_dir():
+        print(f"error: '{args.data}' has no train/ and test/ folders; extract "
+              "../shared/data/cifar10/cifar10-jpeg.tar.gz there first", file=sys.stderr)
+        raise SystemExit(2)
+    return [*protocol_overrides(args.data.resolve(), args.subset, args.epochs), *args.extra]
+
+
+def run_seeds(seeds: dict[str, int], args: argparse.Namespace, overrides: list[str]) -> None:
+    """Seed-major: each chosen run up to its seed count (or only `--seeds`), rows skipped when measured."""
+    for seed in args.seeds if args.seeds is not None else range(max(seeds.values())):
+        runs = [run for run in args.variants if seed < seeds[run]]
+        run_protocol(RECIPE, args.csv, [seed], runs, overrides, args.work_dir)
+
+
+def main() -> None:
+    parser = protocol_parser(__doc__.splitlines()[0], SEEDS, subset=1000, epochs=50,
+                             csv_path=ROOT / "docs" / "results" / "cifar10_variants.csv",
+                             work_dir=Path("/tmp/dha_cifar10"))
     parser.add_argument("--retime", nargs="+", default=[], metavar="VARIANT:SEED",
                         help="rerun these measured rows and replace only their wall_s")
     args = parser.parse_args()
@@ -61,17 +87,11 @@ def main() -> None:
                   file=sys.stderr)
             raise SystemExit(2)
         retime.append((variant, int(seed)))
-    if not (args.data / "train").is_dir() or not (args.data / "test").is_dir():
-        print(f"error: '{args.data}' has no train/ and test/ folders; extract "
-              "../shared/data/cifar10/cifar10-jpeg.tar.gz there first", file=sys.stderr)
-        raise SystemExit(2)
-    overrides = [*protocol_overrides(args.data.resolve(), args.subset, args.epochs), *args.extra]
+    overrides = protocol_run_overrides(args)
     if retime:
         retime_rows(RECIPE, args.csv, retime, overrides, args.work_dir)
         return
-    for seed in args.seeds if args.seeds is not None else range(max(SEEDS.values())):
-        variants = [v for v in args.variants if seed < SEEDS[v]]
-        run_protocol(RECIPE, args.csv, [seed], variants, overrides, args.work_dir)
+    run_seeds(SEEDS, args, overrides)
 
 
 if __name__ == "__main__":

@@ -255,12 +255,17 @@ def held_in_gradients(module: nn.Module, optimizer: HyperSGD, closure: Callable[
     the module's buffers are restored afterwards so BatchNorm statistics are
     updated once per step only, and autograd.grad leaves p.grad untouched.
     """
+    with preserved_buffers(module), torch.enable_grad():
+        return optimizer_gradients(closure(), optimizer)
+
+
+def optimizer_gradients(loss: torch.Tensor, optimizer: HyperSGD, retain_graph: bool = False) -> Grads:
+    """Gradients of `loss` aligned with `optimizer.flat_params()` (None where a parameter is unused or
+    frozen), by autograd.grad: p.grad is left untouched."""
     params = optimizer.flat_params()
     wanted = [p for p in params if p.requires_grad]
-    with preserved_buffers(module), torch.enable_grad():
-        loss = closure()
-        found = torch.autograd.grad(loss, wanted, allow_unused=True)
-    by_id = {id(p): g for p, g in zip(wanted, found)}
+    found = torch.autograd.grad(loss, wanted, retain_graph=retain_graph, allow_unused=True)
+    by_id = {id(p): g for p, g in zip(wanted, found, strict=True)}
     return [by_id.get(id(p)) for p in params]
 
 

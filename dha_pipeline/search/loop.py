@@ -37,7 +37,7 @@ from dha_pipeline.search import observe
 from dha_pipeline.search.architecture import ArchitectureLearner
 from dha_pipeline.search.checkpoint import load_checkpoint, save_checkpoint
 from dha_pipeline.search.fraction import FractionLearner
-from dha_pipeline.search.hpo import HyperSGD, held_in_gradients
+from dha_pipeline.search.hpo import HyperSGD, held_in_gradients, optimizer_gradients
 from dha_pipeline.search.hyper import HyperLearner
 from dha_pipeline.search.phase import Phase
 from dha_pipeline.search.policy import PolicyLearner
@@ -171,17 +171,19 @@ class SearchRun:
         images, labels = self.train_split.take(index)
         images = self.base_augment(to_unit(images), self.generator)
         step = self.epoch * self.steps_per_epoch + self.step_in_epoch
-        sample, parts, measure = None, None, False
+        sample, augmented, measure = None, None, False
         if self.policy is not None and self.fraction is not None:
             measure = self.fraction.due(step, len(labels))
             parts = self.fraction.split(len(labels), self.generator, measure)
             if parts is None:  # the paper's form: every sample gets the policy ops
                 sample = self.policy.sample(len(labels), self.generator)
                 images = self.policy.apply(images, sample)
-            elif len(parts[0]):
+            else:
                 augmented = parts[0].to(self.device)
-                sample = self.policy.sample(len(augmented), self.generator)
-                images = images.index_copy(0, augmented, self.policy.apply(images.index_select(0, augmented), sample))
+                if len(augmented):
+                    sample = self.policy.sample(len(augmented), self.generator)
+                    images = images.index_copy(0, augmented,
+                                               self.policy.apply(images.index_select(0, augmented), sample))
         logits, aux_logits = self.forward_train(self.standardize(images))
         per_sample = self.per_sample_loss(logits, aux_logits, labels)
         loss = per_sample.mean()
@@ -190,16 +192,16 @@ class SearchRun:
                            f"checkpoint is kept in '{self.layout.checkpoint}'",
                            "lower train.lr (or hpo.lr_high) and keep train.grad_clip > 0")
         self.zero_grad()
-        augmented_loss = per_sample if parts is None else per_sample[parts[0].to(self.device)]
+        augmented_loss = per_sample if augmented is None else per_sample[augmented]
         objective = loss if sample is None else loss + self.policy.loss(sample, augmented_loss)
         aug_grads = None
         if measure:  # g_aug: the augmented part's summed loss, backpropagated alone first
-            aug_grads = self.theta_gradients(augmented_loss.sum())
+            aug_grads = optimizer_gradients(augmented_loss.sum(), self.theta, retain_graph=True)
         objective.backward()
         all_average(p.grad for p in self.learned_parameters())
         if aug_grads is not None:
             all_average(aug_grads)
-            self.fraction.remember(aug_grads, [p.grad for p in self.theta.flat_params()], len(parts[0]), len(labels))
+            self.fraction.remember(aug_grads, [p.grad for p in self.theta.flat_params()], len(augmented), len(labels))
         self.hyper.step(self.theta, step, self.elapsed,
                         (self.network, self.held_in_loss) if self.hyper.estimator == "held_in" else None)
         if self.policy is not None:
@@ -213,14 +215,6 @@ class SearchRun:
             self.fraction.step(held_out)
         accuracy = (logits.argmax(1) == labels).float().mean()
         return loss.detach(), accuracy
-
-    def theta_gradients(self, loss: torch.Tensor) -> list[torch.Tensor | None]:
-        """Gradients of `loss` w.r.t. theta (aligned with theta's parameters), keeping the graph and p.grad."""
-        params = self.theta.flat_params()
-        wanted = [p for p in params if p.requires_grad]
-        found = torch.autograd.grad(loss, wanted, retain_graph=True, allow_unused=True)
-        by_id = {id(p): g for p, g in zip(wanted, found, strict=True)}
-        return [by_id.get(id(p)) for p in params]
 
     def clean_loss(self) -> torch.Tensor:
         """The loss p's hypergradient is measured on: a clean (un-augmented) batch of `augment.fraction_data`."""
