@@ -3,11 +3,13 @@
 Each hyper-step of p moves logit(p) by `fraction_lr` x cos(g_val, g_aug - g_clean); hparams.csv logs
 the per-epoch mean of those cosines. For every run with a learned p this prints the mean cosine over
 the epochs with its standard error and z-score (a consistent sign is |z| >= 2), how far the steps
-moved logit(p) over the run (from logit 0 at p = 0.5), the standard deviation of that movement for a
-pure-noise walk with the same epoch-to-epoch spread, and the final p. A run whose |z| is under 2
-ended where its noise took it, not where its signal did.
+moved logit(p) over the run (logit of the final p minus logit of `augment.fraction_start`), the
+standard deviation of that movement for a pure-noise walk with the same epoch-to-epoch spread, and
+the final p. A run whose |z| is under 2
+ended where its noise took it, not where its signal did. The statistics weight every epoch alike,
+also where epochs hold different numbers of hyper-steps, so z and the noise are approximate.
 
-    python bench/fraction_signal.py /tmp/dha_cifar10/runs /tmp/dha_cifar10_small/runs
+    python bench/fraction_signal.py /tmp/dha_cifar10/runs /tmp/dha_cifar10_smalldata/runs
 """
 
 from __future__ import annotations
@@ -39,8 +41,12 @@ class FractionSignal(NamedTuple):
         return self.mean_cosine / self.standard_error if self.standard_error > 0 else 0.0
 
 
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
 def fraction_signal(cosines: list[float], *, steps_per_epoch: int, every: int, fraction_lr: float,
-                    final_fraction: float, run: str = "") -> FractionSignal:
+                    start_fraction: float, final_fraction: float, run: str = "") -> FractionSignal:
     """Signal and noise from per-epoch mean cosines (at least two epochs): `every` and `steps_per_epoch`
     give the hyper-steps per epoch, `fraction_lr` the logit step per unit cosine."""
     if len(cosines) < 2:
@@ -51,7 +57,7 @@ def fraction_signal(cosines: list[float], *, steps_per_epoch: int, every: int, f
     steps = round(per_epoch * len(cosines))
     return FractionSignal(run=run, epochs=len(cosines), hyper_steps=steps, mean_cosine=mean,
                           standard_error=spread / math.sqrt(len(cosines)),
-                          moved=fraction_lr * mean * steps,
+                          moved=_logit(final_fraction) - _logit(start_fraction),
                           noise_sd=fraction_lr * spread * per_epoch * math.sqrt(len(cosines)),
                           final_fraction=final_fraction)
 
@@ -70,8 +76,9 @@ def run_signal(run_dir: Path, steps_per_epoch: int | None = None) -> FractionSig
             raise ValueError(f"{run_dir}: the recipe trains on its whole split; pass --steps-per-epoch")
         steps_per_epoch = subset // int(recipe["train"]["batch_size"])
     augment = recipe["augment"]
-    return fraction_signal([float(row["fraction_cosine"]) for row in rows], steps_per_epoch=steps_per_epoch,
-                           every=int(augment["fraction_every"]), fraction_lr=float(augment["fraction_lr"]),
+    cosines = [float(row["fraction_cosine"]) for row in rows]
+    return fraction_signal(cosines, steps_per_epoch=steps_per_epoch, every=int(augment["fraction_every"]),
+                           fraction_lr=float(augment["fraction_lr"]), start_fraction=float(augment["fraction_start"]),
                            final_fraction=float(rows[-1]["aug_fraction"]), run=run_dir.name)
 
 

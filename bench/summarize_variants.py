@@ -3,7 +3,8 @@
 With `--paired dha`, a second table: that variant minus each other one, seed by seed (runs of one
 seed share its random streams), and the ratio of their wall times over the seeds both have.
 `--no-wall` leaves every wall-time column out, for a CSV whose rows were timed in different sessions
-(bench/wall_costs.py compares those within a session). A row is named as its run was (VARIANT, or
+(bench/wall_costs.py compares those within a session); a row with an empty wall_s (a run whose time
+was not taken alone) shows "-" where its wall time would count. A row is named as its run was (VARIANT, or
 VARIANT:paper for the paper's augmentation form); where the CSV records them, the mean final val
 top-1 and the mean learned share p of augmented samples are shown too.
 
@@ -36,7 +37,7 @@ def paired_table(rows: list[dict[str, str]], reference: str, with_wall: bool = T
     """Markdown rows of `reference` minus every other variant on the seeds both have, in points, and
     (`with_wall`) the ratio of their summed wall times."""
     top1 = {(row["variant"], int(row["seed"])): 100 * float(row["top1"]) for row in rows}
-    wall = {(row["variant"], int(row["seed"])): float(row["wall_s"]) for row in rows}
+    wall = {(row["variant"], int(row["seed"])): float(row["wall_s"]) for row in rows if row.get("wall_s")}
     lines = [f"| {reference} minus | seeds | per seed (points) | mean | ahead / tied / behind |"
              + (" wall ratio |" if with_wall else ""), "|---|---|---|---|---|" + ("---|" if with_wall else "")]
     for variant in dict.fromkeys(row["variant"] for row in rows):
@@ -45,10 +46,12 @@ def paired_table(rows: list[dict[str, str]], reference: str, with_wall: bool = T
             continue
         gaps = [round(top1[reference, seed] - top1[variant, seed], 2) for seed in seeds]
         counts = (sum(g > 0 for g in gaps), sum(g == 0 for g in gaps), sum(g < 0 for g in gaps))
-        ratio = sum(wall[reference, seed] for seed in seeds) / sum(wall[variant, seed] for seed in seeds)
+        timed = all((name, seed) in wall for name in (reference, variant) for seed in seeds)
+        ratio = (f"{sum(wall[reference, seed] for seed in seeds) / sum(wall[variant, seed] for seed in seeds):.2f}"
+                 if timed else "-")
         lines.append(f"| {variant} | {' '.join(map(str, seeds))} | {' / '.join(f'{g:+.2f}' for g in gaps)} "
                      f"| {statistics.mean(gaps):+.2f} | {' / '.join(map(str, counts))} |"
-                     + (f" {ratio:.2f} |" if with_wall else ""))
+                     + (f" {ratio} |" if with_wall else ""))
     return lines
 
 
@@ -75,9 +78,10 @@ def main() -> None:
         sd = statistics.stdev(top1) if len(top1) > 1 else 0.0
         stats[variant] = (statistics.mean(top1), sd)
         params = statistics.mean(int(row["params"]) for row in mine)
-        wall = statistics.mean(float(row["wall_s"]) for row in mine)
+        walls = [float(row["wall_s"]) for row in mine if row.get("wall_s")]
+        wall = f"{statistics.mean(walls):.0f}" if walls else "-"
         print(f"| {variant} | {len(mine)} | {stats[variant][0]:.2f} +- {sd:.2f} | {min(top1):.2f} | {max(top1):.2f} "
-              f"| {params:,.0f} |" + ("" if args.no_wall else f" {wall:.0f} |")
+              f"| {params:,.0f} |" + ("" if args.no_wall else f" {wall} |")
               + (f" {_mean_of(mine, 'val_top1', 100)} | {_mean_of(mine, 'aug_fraction')} |" if extra else ""))
     if args.paired:
         print("\n" + "\n".join(paired_table(rows, args.paired, with_wall=not args.no_wall)))
@@ -88,6 +92,7 @@ def main() -> None:
         axis.bar(variants, means, yerr=[stats[v][1] for v in variants], capsize=4, color="steelblue")
         axis.set_ylim(max(min(means) - 5, 0), min(max(m + stats[v][1] for v, m in zip(variants, means)) + 3, 100))
         axis.set_ylabel("test top-1 (%)")
+        axis.tick_params(axis="x", labelrotation=25)
         axis.set_title(f"{args.csv.stem}: mean +- sd over seeds (onnxruntime)")
         fig.tight_layout()
         write_with(args.png, lambda tmp: fig.savefig(tmp, format="png", dpi=110))

@@ -67,3 +67,10 @@ def test_runs_are_named_by_form_and_show_val_and_p_where_recorded(tmp_path):
     assert "| dha | 1 | 60.00 +- 0.00 | 60.00 | 60.00 | 10 | 55.00 | 0.25 |" in result.stdout
     assert "| nas_only | 1 | 40.00 +- 0.00 | 40.00 | 40.00 | 10 | 45.00 | - |" in result.stdout
     assert "| dha:paper | 0 | +10.00 | +10.00 | 1 / 0 / 0 |" in result.stdout
+
+
+def test_a_row_without_wall_time_leaves_only_its_ratio_out():
+    rows = [*ROWS, {**row("nas_hpo", 0, 0.40, 1.0), "wall_s": ""}]
+    lines = load_bench_script("summarize_variants").paired_table(rows, "dha")
+    assert lines[-1] == "| nas_hpo | 0 | +10.00 | +10.00 | 1 / 0 / 0 | - |"
+    assert lines[2].endswith("| 1.00 |")  # manual's ratio is still there
