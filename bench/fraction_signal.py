@@ -62,11 +62,19 @@ def fraction_signal(cosines: list[float], *, steps_per_epoch: int, every: int, f
                           final_fraction=final_fraction)
 
 
+def _finite(text: str | None) -> bool:
+    """Whether a CSV cell holds a finite number (the loop writes nan for an epoch without a hyper-step of p)."""
+    try:
+        return text is not None and math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def run_signal(run_dir: Path, steps_per_epoch: int | None = None) -> FractionSignal | None:
     """The signal of the run in `run_dir`, or None when it did not learn p. Steps per epoch come from the
     recipe's `data.train_subset` and `train.batch_size` unless given."""
     with open(run_dir / "search" / "hparams.csv", newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row.get("fraction_cosine") not in (None, "")]
+        rows = [row for row in csv.DictReader(handle) if _finite(row.get("fraction_cosine"))]
     if len(rows) < 2:
         return None
     recipe = tomllib.loads((run_dir / "recipe.resolved.toml").read_text())

@@ -52,3 +52,6 @@ def test_run_signal_reads_a_run_folder_and_skips_runs_without_p(tmp_path):
     with open(run / "search" / "hparams.csv", "w", newline="") as handle:
         handle.write("epoch,aug_fraction,fraction_cosine\n1,,\n2,,\n")
     assert script.run_signal(run) is None
+    with open(run / "search" / "hparams.csv", "w", newline="") as handle:  # the paper form: p fixed at 1
+        handle.write("epoch,aug_fraction,fraction_cosine\n1,1.0,nan\n2,1.0,nan\n")
+    assert script.run_signal(run) is None
