@@ -65,11 +65,11 @@ def protocol_run_overrides(args: argparse.Namespace) -> list[str]:
     return [*protocol_overrides(args.data.resolve(), args.subset, args.epochs), *args.extra]
 
 
-def run_seeds(seeds: dict[str, int], args: argparse.Namespace, overrides: list[str]) -> None:
+def run_seeds(seeds: dict[str, int], args: argparse.Namespace, overrides: list[str], recipe: Path = RECIPE) -> None:
     """Seed-major: each chosen run up to its seed count (or only `--seeds`), rows skipped when measured."""
     for seed in args.seeds if args.seeds is not None else range(max(seeds.values())):
         runs = [run for run in args.variants if seed < seeds[run]]
-        run_protocol(RECIPE, args.csv, [seed], runs, overrides, args.work_dir)
+        run_protocol(recipe, args.csv, [seed], runs, overrides, args.work_dir)
 
 
 def main() -> None:

@@ -5,7 +5,8 @@ seed share its random streams), and the ratio of their wall times over the seeds
 `--no-wall` leaves every wall-time column out, for a CSV whose rows were timed in different sessions
 (bench/wall_costs.py compares those within a session); a row with an empty wall_s (a run whose time
 was not taken alone) shows "-" where its wall time would count. A row is named as its run was (VARIANT, or
-VARIANT:paper for the paper's augmentation form); where the CSV records them, the mean final val
+VARIANT:paper for the paper's augmentation form, prefixed by the space outside the cell space, as
+mobilenet/dha); where the CSV records them, the mean final val
 top-1 and the mean learned share p of augmented samples are shown too.
 
     python bench/summarize_variants.py docs/results/digits_variants.csv --png docs/results/digits_variants.png \
@@ -24,8 +25,11 @@ from dha_pipeline.report.plots import pyplot
 
 
 def run_label(row: dict[str, str]) -> str:
-    """The run's name as bench/variants.py takes it: VARIANT, or VARIANT:paper for the paper's form."""
-    return f"{row['variant']}:paper" if row.get("form") == "paper" else row["variant"]
+    """The run's name as bench/variants.py takes it: VARIANT, or VARIANT:paper for the paper's form; runs
+    outside the cell space are prefixed by their space (mobilenet/dha)."""
+    name = f"{row['variant']}:paper" if row.get("form") == "paper" else row["variant"]
+    space = row.get("space") or "darts"
+    return name if space == "darts" else f"{space}/{name}"
 
 
 def _mean_of(rows: list[dict[str, str]], column: str, scale: float = 1.0) -> str:

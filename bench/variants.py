@@ -40,7 +40,7 @@ VARIANTS: dict[str, list[str]] = {
     "dha": ["search.mode=joint", 'search.components=["nas","da","hpo"]'],
 }
 COLUMNS = ("variant", "form", "seed", "top1", "top5", "wall_s", "params", "macs", "onnx_top1", "torch_top1",
-           "aug_fraction", "val_top1", "train_clean_top1")
+           "aug_fraction", "val_top1", "train_clean_top1", "space")
 FORMS = ("learned_fraction", "paper")
 
 
@@ -54,13 +54,13 @@ def parse_run(spec: str) -> tuple[str, str | None]:
 
 
 def measured(csv_path: Path, key: str = "variant") -> set[tuple[str, ...]]:
-    """(key column, form, seed) of the rows already in the CSV (form '' where it does not apply);
-    (key column, seed) for a CSV without a form column."""
+    """(space, key column, form, seed) of the rows already in the CSV (form '' where it does not apply, space
+    'darts' where the CSV has no space column); (key column, seed) for a CSV without a form column."""
     if not csv_path.is_file():
         return set()
     with open(csv_path, newline="") as handle:
-        return {(row[key], row["form"], int(row["seed"])) if "form" in row else (row[key], int(row["seed"]))
-                for row in csv.DictReader(handle)}
+        return {(row.get("space") or "darts", row[key], row["form"], int(row["seed"])) if "form" in row
+                else (row[key], int(row["seed"])) for row in csv.DictReader(handle)}
 
 
 def variant_recipe(recipe_path: Path, variant: str, seed: int, name: str, overrides: list[str],
@@ -104,7 +104,7 @@ def run_one(recipe_path: Path, variant: str, seed: int, extra: list[str], work_d
             "top5": onnx_report["top5"], "wall_s": round(wall, 1), "params": metadata["params"],
             "macs": metadata["macs"], "onnx_top1": onnx_report["top1"], "torch_top1": torch_report.report["top1"],
             "aug_fraction": augment.get("fraction", ""), "val_top1": float(final["val_top1"]),
-            "train_clean_top1": train_report.report["top1"]}
+            "train_clean_top1": train_report.report["top1"], "space": recipe.model.space}
 
 
 def append_row(csv_path: Path, row: dict[str, object], columns: tuple[str, ...] = COLUMNS) -> None:
@@ -125,8 +125,8 @@ def run_protocol(recipe: Path, csv_path: Path, seeds: list[int], runs: list[str]
     for seed in seeds:
         for spec in runs:
             variant, form = parse_run(spec)
-            resolved = form_of(variant_recipe(recipe, variant, seed, "probe", overrides, work_dir, form))
-            if (variant, resolved, seed) in done:
+            probe = variant_recipe(recipe, variant, seed, "probe", overrides, work_dir, form)
+            if (probe.model.space, variant, form_of(probe), seed) in done:
                 continue
             row = run_one(recipe, variant, seed, overrides, work_dir, form)
             append_row(csv_path, row)

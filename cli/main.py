@@ -141,16 +141,39 @@ def predict(model: Annotated[Path, typer.Argument(help="an exported model.onnx",
     print_table(table)
 
 
+@app.command("profile-latency", epilog="Example: dha profile-latency recipes/cifar10_mobilenet.toml")
+def profile_latency(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Measure the per-block latency table (onnxruntime, batch 1, this machine) for the recipe's space and shapes."""
+    from dha_pipeline import stages
+
+    loaded = _recipe(recipe, set_)
+    _show(stages.prepare(loaded))
+    _show(stages.profile_latency(loaded))
+    next_commands(f"dha run {recipe} --set search.max_latency_ms=...")
+
+
 @app.command(epilog="Example: dha run recipes/digits_quickstart.toml --set train.epochs=5")
 def run(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
         resume: Annotated[bool, typer.Option("--resume", help="continue training from the last checkpoint")] = False,
         skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip unreadable images, with a report")] = False,
-        download: Annotated[bool, typer.Option("--download", help="allow torchvision to download")] = False
+        download: Annotated[bool, typer.Option("--download", help="allow torchvision to download")] = False,
+        smoke: Annotated[bool, typer.Option("--smoke", help="the recipe's full-size networks through every stage on "
+                                                           "a few synthetic images, as <name>_smoke")] = False,
+        smoke_classes: Annotated[int | None, typer.Option("--smoke-classes", min=2, show_default=False,
+                                                          help="classes of the smoke data (default: what the "
+                                                               "dataset kind implies, else 10)")] = None
         ) -> None:
     """prepare -> search -> derive -> export -> evaluate, skipping stages whose inputs are unchanged."""
     from dha_pipeline import stages
 
     loaded = _recipe(recipe, set_, _data_flags(skip_bad, download))
+    if smoke:
+        from dha_pipeline.smoke import child_summary, smoke_recipe
+
+        loaded = smoke_recipe(loaded, smoke_classes)
+        stages.run_all(loaded, force=True, on_stage=_show)
+        summary_table(f"dha run --smoke {loaded.name}: passed", child_summary(loaded))
+        return
     reports = stages.run_all(loaded, force=force, resume=resume, on_stage=_show)
     overview = {report.stage: "skipped (unchanged)" if report.skipped else "done" for report in reports}
     evaluation = reports[-1].summary

@@ -60,13 +60,18 @@ class ModelConfig:
     """The network: its search space, and the space's settings (manual mode trains `genotype`)."""
 
     space: str = _setting("darts", choices=space_names(), help="the search space (spaces/registry.py)")
-    genotype: str = _setting("DARTS_V2", help="name of a known genotype of the space (manual mode)")
+    genotype: str = _setting("auto", help="a known genotype of the space (manual mode); auto = the space's default")
     init_channels: int = _setting(16, low=4, high=256)
     layers: int = _setting(8, low=3, high=30)
     stem: str = _setting("auto", choices=("auto", "small", "large"))
     auxiliary: bool = _setting(False)
     auxiliary_weight: float = _setting(0.4, low=0.0, high=10.0)
     drop_path: float = _setting(0.0, low=0.0, high=0.9)
+    width_mult: float = _setting(1.0, low=0.05, high=4.0, help="mobilenet: channel multiplier (rounded to 8s)")
+    stage_channels: list[int] = _setting([24, 40, 80, 96, 192, 320], help="mobilenet: output channels per stage")
+    stage_depths: list[int] = _setting([4, 4, 4, 4, 4, 1], help="mobilenet: searchable layers per stage")
+    stage_strides: list[int] = _setting([2, 2, 2, 1, 2, 1], help="mobilenet: stride of each stage's first layer")
+    head_channels: int = _setting(1280, low=8, high=16_384, help="mobilenet: channels of the 1x1 conv before pooling")
 
 
 @dataclass
@@ -119,6 +124,11 @@ class SearchConfig:
     arch_lr: float = _setting(0.03, low=0.0, high=10.0, help="Adam learning rate of the codes b")
     max_params: int = _setting(0, low=0, high=10**10, help="0 = no parameter budget")
     max_macs: int = _setting(0, low=0, high=10**13, help="0 = no MAC budget")
+    max_latency_ms: float = _setting(0.0, low=0.0, high=10**6,
+                                     help="0 = no latency budget; else batch-1 onnxruntime ms from the latency table")
+    latency_table: str = _setting("", help="the latency table's JSON file; empty = <runs_dir>/latency_table.json")
+    latency_threads: int = _setting(1, low=1, high=1024, help="onnxruntime threads the latency table is measured on")
+    latency_runs: int = _setting(50, low=1, high=100_000, help="timed batch-1 runs per block (median)")
     budget_minutes: float = _setting(0.0, low=0.0, high=10**6, help="0 = epochs only; else stop after this")
 
 
@@ -297,12 +307,31 @@ def _check_consistency(recipe: Recipe) -> None:
     if search.mode != "manual" and "nas" not in search.components:
         raise DhaError(f"search.mode = '{search.mode}' searches the architecture, so it needs 'nas' in components",
                        "add 'nas' to search.components, or use mode 'manual'")
+    _check_stages(recipe.model)
     for low, high in (("lr_low", "lr_high"), ("wd_low", "wd_high")):
         if getattr(recipe.hpo, low) > getattr(recipe.hpo, high):
             raise DhaError(f"recipe keys 'hpo.{low}' > 'hpo.{high}'", "make the lower bound the smaller one")
     if "hpo" in search.components and not recipe.hpo.lr_low <= recipe.train.lr <= recipe.hpo.lr_high:
         raise DhaError(f"recipe key 'train.lr' = {recipe.train.lr} lies outside [hpo.lr_low, hpo.lr_high] = "
                        f"[{recipe.hpo.lr_low}, {recipe.hpo.lr_high}]", "widen the bounds or change train.lr")
+
+
+def _check_stages(model: ModelConfig) -> None:
+    """The stage lists (MobileNet space) describe the same stages and sensible values."""
+    lists = {"stage_channels": model.stage_channels, "stage_depths": model.stage_depths,
+             "stage_strides": model.stage_strides}
+    if len({len(values) for values in lists.values()}) != 1 or not model.stage_channels:
+        raise DhaError("recipe keys 'model.stage_channels', 'model.stage_depths' and 'model.stage_strides' must be "
+                       "non-empty lists of one length", "give one entry per stage in each")
+    checks = {"stage_channels": (lambda v: 1 <= v <= 16_384, "1..16384"),
+              "stage_depths": (lambda v: 0 <= v <= 64, "0..64"),
+              "stage_strides": (lambda v: v in (1, 2), "1 or 2")}
+    for key, (valid, allowed) in checks.items():
+        bad = [v for v in lists[key] if not valid(v)]
+        if bad:
+            raise DhaError(f"recipe key 'model.{key}' = {lists[key]} holds {bad[0]}", f"each entry must be {allowed}")
+    if sum(model.stage_depths) == 0:
+        raise DhaError("recipe key 'model.stage_depths' has no layer at all", "give at least one stage depth >= 1")
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -150,6 +150,8 @@ def search(recipe: Recipe, *, force: bool = False, resume: bool = False) -> Stag
                                f"{schedule['warmup_epochs']} warm-up",
                 **space.describe(space.genotype_from_dict(report["genotype"])),
                 "child params / MACs": f"{report['params']:,} / {report['macs']:,}",
+                **({"child predicted latency": f"{report['predicted_latency_ms']:.2f} ms (batch 1, onnxruntime)"}
+                   if "predicted_latency_ms" in report else {}),
                 "seconds": f"{report['seconds']:.1f}"}
         augment = hyper.get("augment")
         if augment:
@@ -258,6 +260,37 @@ def evaluation_summary(report: dict[str, Any], path: Path) -> dict[str, Any]:
             "latency b1 p50 / p90": f"{latency['batch1_p50']:.2f} / {latency['batch1_p90']:.2f} ms",
             "latency b32 p50": f"{latency['batch32_p50']:.2f} ms",
             "throughput": f"{report['throughput_ips']:.0f} img/s", "report": str(path)}
+
+
+def prepared_shape(recipe: Recipe) -> Any:
+    """The DataShape of the prepared cache (classes, channels, side), after `prepare`."""
+    from dha_pipeline.spaces.base import DataShape
+
+    path = recipe.layout.manifest
+    if not path.is_file():
+        raise DhaError(f"'{path}' does not exist", "run `dha prepare RECIPE` first")
+    manifest = json.loads(path.read_text())
+    return DataShape(len(manifest["classes"]), int(manifest["channels"]), int(manifest["image_size"]))
+
+
+def profile_latency(recipe: Recipe) -> StageReport:
+    """Measure every block of the recipe's supernet the latency table lacks (after `prepare`), and predict
+    the latency of the space's default known network from it."""
+    from dha_pipeline.latency import LatencyTable, table_path
+    from dha_pipeline.spaces.registry import get_space
+
+    space, shape, model = get_space(recipe.model.space), prepared_shape(recipe), recipe.model
+    search = recipe.search
+    table = LatencyTable(table_path(search, recipe.runs_dir), search.latency_threads, search.latency_runs)
+    blocks = space.latency_blocks(model, shape, None)
+    measured = table.measure(blocks)
+    known = space.known_genotype(space.default_genotype, model)
+    predicted = table.predict(space.latency_blocks(model, shape, known))
+    return StageReport("profile-latency", measured == 0, {
+        "machine": table.machine, "onnxruntime threads": search.latency_threads,
+        "blocks of this supernet": len({block.key for block in blocks}), "newly measured": measured,
+        f"predicted batch-1 latency of {space.default_genotype}": f"{predicted:.3f} ms",
+        "table": str(table.path)}, [table.path])
 
 
 STAGES: dict[str, Callable[..., StageReport]] = {

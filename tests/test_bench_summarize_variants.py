@@ -74,3 +74,10 @@ def test_a_row_without_wall_time_leaves_only_its_ratio_out():
     lines = load_bench_script("summarize_variants").paired_table(rows, "dha")
     assert lines[-1] == "| nas_hpo | 0 | +10.00 | +10.00 | 1 / 0 / 0 | - |"
     assert lines[2].endswith("| 1.00 |")  # manual's ratio is still there
+
+
+def test_runs_outside_the_cell_space_are_named_by_their_space():
+    label = load_bench_script("summarize_variants").run_label
+    assert label({"variant": "dha", "form": "learned_fraction", "space": "mobilenet"}) == "mobilenet/dha"
+    assert label({"variant": "dha", "form": "paper", "space": "darts"}) == "dha:paper"
+    assert label({"variant": "manual", "form": ""}) == "manual"  # a CSV from before the space column

@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.linear_model import Lasso
 
+from dha_pipeline.recipe import ModelConfig
 from dha_pipeline.search.ista import ArchCode, fista, measurement_matrix, one_step_weights, select_support
 from dha_pipeline.spaces.base import DecisionPoint
 from dha_pipeline.spaces.darts import SPACE
@@ -17,7 +18,7 @@ from dha_pipeline.spaces.darts.operations import PRIMITIVES
 from dha_pipeline.spaces.darts.supernet import CELL_TYPES
 from dha_pipeline.spaces.darts.supernet import NODES as NUM_NODES
 
-POINTS = SPACE.decision_points()
+POINTS = SPACE.decision_points(ModelConfig())
 
 
 def darts_code(seed: int, **kwargs: float) -> ArchCode:

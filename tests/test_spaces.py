@@ -8,7 +8,8 @@ from torch import nn
 
 from dha_pipeline.errors import DhaError
 from dha_pipeline.spaces.cost import count_macs, count_params
-from dha_pipeline.spaces.darts.network import DartsNetwork, NetworkConfig, resolve_stem
+from dha_pipeline.spaces.base import resolve_stem
+from dha_pipeline.spaces.darts.network import DartsNetwork, NetworkConfig
 from dha_pipeline.spaces.darts.genotype import DARTS_V2, KNOWN_GENOTYPES, Genotype, known_genotype
 from dha_pipeline.spaces.darts.operations import OPS, PRIMITIVES
 

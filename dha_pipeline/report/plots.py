@@ -8,6 +8,9 @@ import numpy as np
 
 from dha_pipeline.fileio import write_with
 
+MAX_PANEL_COLUMNS = 7
+"""Panels per row of the architecture-weights figure."""
+
 
 def pyplot():  # type: ignore[no-untyped-def]
     """matplotlib.pyplot on the non-interactive Agg backend (imported on first use)."""
@@ -98,17 +101,21 @@ def hyperparameter_trajectories(rows: list[dict[str, float]], path: str | Path) 
 def architecture_weights(history: dict[str, list[np.ndarray]], op_names: list[str], path: str | Path) -> None:
     """Per group and decision point: the largest |x| of each op (over the point's inputs), per epoch.
 
-    `history[group]` is a list over epochs of arrays shaped (points, inputs, ops), padded with 0.
+    `history[group]` is a list over epochs of arrays shaped (points, inputs, ops), padded with 0. Each group
+    starts a new row of panels; a group of more than `MAX_PANEL_COLUMNS` points wraps onto further rows.
     """
     plt = pyplot()
     groups = list(history)
-    columns = max(history[group][0].shape[0] for group in groups)
-    fig, axes = plt.subplots(len(groups), columns, figsize=(3.2 * columns, 2.8 * len(groups)), squeeze=False)
-    for row, group in enumerate(groups):
+    columns = min(MAX_PANEL_COLUMNS, max(history[group][0].shape[0] for group in groups))
+    rows_of = {group: -(-history[group][0].shape[0] // columns) for group in groups}
+    fig, axes = plt.subplots(sum(rows_of.values()), columns, figsize=(3.2 * columns, 2.8 * sum(rows_of.values())),
+                             squeeze=False)
+    first_row = 0
+    for group in groups:
         stacked = np.abs(np.stack(history[group]))  # epochs, points, inputs, ops
         epochs = np.arange(1, len(stacked) + 1)
-        for index in range(columns):
-            axis = axes[row][index]
+        for index in range(rows_of[group] * columns):
+            axis = axes[first_row + index // columns][index % columns]
             if index >= stacked.shape[1]:
                 axis.axis("off")
                 continue
@@ -116,6 +123,7 @@ def architecture_weights(history: dict[str, list[np.ndarray]], op_names: list[st
                 axis.plot(epochs, stacked[:, index, :, op].max(axis=1), label=name)
             axis.set_title(f"{group} {index}")
             axis.set_xlabel("epoch")
+        first_row += rows_of[group]
     axes[0][0].legend(fontsize=6)
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))

@@ -10,30 +10,48 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from dha_pipeline.recipe import SearchConfig
 from dha_pipeline.search.ista import ArchCode
-from dha_pipeline.spaces.base import ArchWeights, Genotype, SearchSpace
+from dha_pipeline.spaces.base import ArchWeights, DecisionPoint, Genotype, SearchSpace
 
 FISTA_MAX_ITER = 10_000
 
-Cost = Callable[[Genotype], tuple[int, int]]
-"""(parameters, MACs) of the plain network of a genotype: what the budget is tested on."""
+
+class ChildCost(NamedTuple):
+    """What a budget is tested on: the plain network of a genotype's parameters, MACs and (where the recipe
+    sets a latency budget) its predicted batch-1 onnxruntime latency in milliseconds."""
+
+    params: int
+    macs: int
+    latency_ms: float | None = None
+
+
+Cost = Callable[[Genotype], ChildCost]
+"""The cost of the plain network of a genotype."""
+
+
+def within_budget(cost: ChildCost, settings: SearchConfig) -> bool:
+    """Does a network of this cost fit every budget the recipe sets (0 = no budget)?"""
+    return ((not settings.max_params or cost.params <= settings.max_params)
+            and (not settings.max_macs or cost.macs <= settings.max_macs)
+            and (not settings.max_latency_ms or (cost.latency_ms is not None
+                                                 and cost.latency_ms <= settings.max_latency_ms)))
 
 
 class ArchitectureLearner:
     """Codes b of every decision point, learned by Adam through the one-step ISTA weights."""
 
-    def __init__(self, space: SearchSpace, settings: SearchConfig, seed: int, device: torch.device,
-                 cost: Cost) -> None:
+    def __init__(self, space: SearchSpace, points: list[DecisionPoint], settings: SearchConfig, seed: int,
+                 device: torch.device, cost: Cost) -> None:
         self.space = space
         self.settings = settings
         self.cost = cost
-        self.code = ArchCode(space.decision_points(), seed).to(device)
+        self.code = ArchCode(points, seed).to(device)
         self.optimizer = torch.optim.Adam(self.code.parameters(), lr=settings.arch_lr)
 
     def weights(self) -> ArchWeights:
@@ -58,10 +76,8 @@ class ArchitectureLearner:
         settings = self.settings
         proposals = self.code.recover(settings.sparsity, max_iter=FISTA_MAX_ITER)
         accept = True
-        if settings.max_params or settings.max_macs:
-            params, macs = self.cost(self.space.genotype(self.code.supports(proposals)))
-            accept = ((not settings.max_params or params <= settings.max_params)
-                      and (not settings.max_macs or macs <= settings.max_macs))
+        if settings.max_params or settings.max_macs or settings.max_latency_ms:
+            accept = within_budget(self.cost(self.space.genotype(self.code.supports(proposals))), settings)
         self.code.commit(proposals, accept)
         for key in self.code.update_freezing(settings.freeze_threshold):
             supernet.enable_affine(key, self.code.node(key).support)

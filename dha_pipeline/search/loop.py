@@ -31,10 +31,11 @@ from dha_pipeline.device import resolve_device
 from dha_pipeline.distributed import all_average, is_main_process
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import write_json
+from dha_pipeline.latency import prepared_table
 from dha_pipeline.progress import interactive, log_line, progress_bar
 from dha_pipeline.recipe import SEARCH_SECTIONS, Recipe
 from dha_pipeline.search import observe
-from dha_pipeline.search.architecture import ArchitectureLearner
+from dha_pipeline.search.architecture import ArchitectureLearner, ChildCost
 from dha_pipeline.search.checkpoint import load_checkpoint, save_checkpoint
 from dha_pipeline.search.fraction import FractionLearner
 from dha_pipeline.search.hpo import HyperSGD, held_in_gradients, optimizer_gradients
@@ -100,6 +101,7 @@ class SearchRun:
                                         recipe.augment.trivial_augment)
         self.batch_size = min(recipe.train.batch_size, len(self.train_split))
         self.steps_per_epoch = len(self.train_split) // self.batch_size
+        self.latency = prepared_table(recipe, self.space, self.shape) if recipe.search.max_latency_ms else None
         self.build(self.active_components())
         self.epoch = 0
         self.step_in_epoch = 0
@@ -124,10 +126,12 @@ class SearchRun:
         self.arch: ArchitectureLearner | None = None
         if "nas" in components:
             self.network: nn.Module = space.supernet(recipe.model, self.shape).to(self.device)
-            self.arch = ArchitectureLearner(space, recipe.search, recipe.seed, self.device, self.child_cost)
+            self.arch = ArchitectureLearner(space, space.decision_points(recipe.model), recipe.search, recipe.seed,
+                                            self.device, self.child_cost)
             self.genotype_trained: Genotype | None = None
         else:
-            self.genotype_trained = genotype or space.known_genotype(recipe.model.genotype)
+            name = space.default_genotype if recipe.model.genotype == "auto" else recipe.model.genotype
+            self.genotype_trained = genotype or space.known_genotype(name, recipe.model)
             self.network = space.network(recipe.model, self.shape, self.genotype_trained).to(self.device)
         train = recipe.train
         self.theta = HyperSGD(self.network.parameters(), lr=train.lr, momentum=train.momentum,
@@ -138,10 +142,14 @@ class SearchRun:
                                   steps_per_epoch=self.steps_per_epoch,
                                   budget_minutes=recipe.search.budget_minutes)
 
-    def child_cost(self, genotype: Genotype) -> tuple[int, int]:
-        """Parameters and MACs of the plain network of `genotype` (what the budget is tested on)."""
+    def child_cost(self, genotype: Genotype) -> ChildCost:
+        """Parameters, MACs and (with a latency budget) predicted latency of the plain network of `genotype`:
+        what the budget is tested on."""
         network = self.space.network(self.recipe.model, self.shape, genotype)
-        return count_params(network), count_macs(network, self.shape.channels, self.shape.image_size)
+        latency = (None if self.latency is None
+                   else self.latency.predict(self.space.latency_blocks(self.recipe.model, self.shape, genotype)))
+        return ChildCost(count_params(network), count_macs(network, self.shape.channels, self.shape.image_size),
+                         latency)
 
     def genotype(self) -> Genotype:
         """The current architecture."""
@@ -457,16 +465,18 @@ def run_search(recipe: Recipe, data: PreparedData, *, resume: bool = False) -> S
         resumed_from = f"epoch {run.epoch + 1}, step {run.step_in_epoch}"
     run.run()
     genotype = run.genotype()
-    params, macs = run.child_cost(genotype)
+    params, macs, latency_ms = run.child_cost(genotype)
     layout = run.layout
-    plots = observe.write_plots(layout, run.history, run.logs, run.policy, run.space, genotype.to_dict())
+    plots = observe.write_plots(layout, run.history, run.logs, run.policy, run.space,
+                                run.space.decision_points(run.recipe.model), genotype.to_dict())
     if is_main_process():
         result = run.result()
         result.save(layout.result)
         write_json(layout.genotype, result.genotype)
         write_json(layout.summary,
                    {"space": result.space, "mode": run.mode, "components": result.components, "epochs": run.epoch,
-                    "phase": run.phase.value, "params": params, "macs": macs, "genotype": result.genotype,
+                    "phase": run.phase.value, "params": params, "macs": macs,
+                    **({} if latency_ms is None else {"predicted_latency_ms": latency_ms}), "genotype": result.genotype,
                     "hyperparameters": result.hyperparameters, "da_policy": result.da_policy,
                     "final": run.history[-1] if run.history else {}, "seconds": run.elapsed})
     return SearchOutcome(run.history, genotype, params, macs, run.elapsed, layout.checkpoint, resumed_from, plots)

@@ -33,7 +33,8 @@ def write_logs(layout: RunLayout, history: list[dict[str, Any]], logs: dict[str,
 
 
 def write_plots(layout: RunLayout, history: list[dict[str, Any]], logs: dict[str, list[dict[str, Any]]],
-                policy: PolicyLearner | None, space: SearchSpace, genotype: dict[str, Any]) -> list[Path]:
+                policy: PolicyLearner | None, space: SearchSpace, points: list[DecisionPoint],
+                genotype: dict[str, Any]) -> list[Path]:
     """Every search plot whose data exists; returns the paths written."""
     if not is_main_process():
         return []
@@ -48,7 +49,7 @@ def write_plots(layout: RunLayout, history: list[dict[str, Any]], logs: dict[str
                              f"augmentation policy (entropy {policy.entropy():.2f} nats)")
     if logs.get("arch"):
         written.append(layout.plot("arch_weights"))
-        op_names, history_by_group = arch_history(logs["arch"], space.decision_points())
+        op_names, history_by_group = arch_history(logs["arch"], points)
         plots.architecture_weights(history_by_group, op_names, written[-1])
     written.append(layout.plot("architecture"))
     space.plot(genotype, written[-1])

@@ -60,6 +60,29 @@ class DataShape:
     image_size: int
 
 
+LARGE_STEM_MIN_SIZE = 128
+"""Inputs at least this large get the ImageNet stem (downsampling early); smaller ones the CIFAR stem."""
+
+
+def resolve_stem(stem: str, image_size: int) -> str:
+    """'auto' picks the ImageNet stem ('large') for large inputs, the CIFAR stem ('small') otherwise."""
+    if stem != "auto":
+        return stem
+    return "large" if image_size >= LARGE_STEM_MIN_SIZE else "small"
+
+
+def set_affine_trainable(module: nn.Module, trainable: bool) -> None:
+    """Switch the affine parameters of every BatchNorm inside `module` on or off (a supernet keeps a
+    candidate's at gamma = 1, beta = 0 until its decision point freezes, so its weight carries the scale)."""
+    for norm in module.modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            norm.weight.requires_grad_(trainable)
+            norm.bias.requires_grad_(trainable)
+            if not trainable:
+                norm.weight.grad = None
+                norm.bias.grad = None
+
+
 class Genotype(Protocol):
     """A discrete architecture of a space; JSON-ready through `to_dict`."""
 
@@ -70,9 +93,12 @@ class SearchSpace(Protocol):
     """Everything the pipeline needs from a search space (see the module docstring)."""
 
     name: str
+    default_genotype: str
+    """The known genotype manual mode trains when the recipe says `model.genotype = "auto"`."""
 
-    def decision_points(self) -> list[DecisionPoint]:
-        """Every decision point, in a fixed order (the order of codes, seeds and logs)."""
+    def decision_points(self, model: Any) -> list[DecisionPoint]:
+        """Every decision point of the supernet of the recipe's `[model]` settings, in a fixed order (the
+        order of codes, seeds and logs)."""
         ...
 
     def supernet(self, model: Any, shape: DataShape) -> nn.Module:
@@ -93,8 +119,8 @@ class SearchSpace(Protocol):
         """Inverse of `Genotype.to_dict`, validated (a user error if malformed)."""
         ...
 
-    def known_genotype(self, name: str) -> Genotype:
-        """A published, hand-designed architecture of the space (manual mode)."""
+    def known_genotype(self, name: str, model: Any) -> Genotype:
+        """A published, hand-designed architecture of the space (manual mode), shaped for `[model]`."""
         ...
 
     def network(self, model: Any, shape: DataShape, genotype: Genotype) -> nn.Module:
@@ -109,6 +135,11 @@ class SearchSpace(Protocol):
         """The deployable child of a trained network (eval mode, computing what it computes in eval
         mode): a supernet under `weights` with each weight folded in, or a plain network without its
         training-only parts. The child has `config.to_dict()` and a logits-only `forward`."""
+        ...
+
+    def latency_blocks(self, model: Any, shape: DataShape, genotype: Genotype | None) -> list[Any]:
+        """The separately timed `LatencyBlock`s (dha_pipeline/latency.py) of `genotype`'s network, or (None)
+        of every choice of the supernet; a user error where the space has no latency table."""
         ...
 
     def describe(self, genotype: Genotype) -> dict[str, str]:

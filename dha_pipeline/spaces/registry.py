@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 SPACES: dict[str, str] = {
     "darts": "dha_pipeline.spaces.darts",
+    "mobilenet": "dha_pipeline.spaces.mobilenet",
 }
 """Space name -> the module whose `SPACE` attribute implements it."""
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from torch import nn
 
+from dha_pipeline.errors import DhaError
+from dha_pipeline.latency import LatencyBlock
 from dha_pipeline.spaces.base import ArchWeights, DataShape, DecisionPoint, PointKey, Support
 from dha_pipeline.spaces.darts.fold import child_from_supernet, genotype_from_supports
 from dha_pipeline.spaces.darts.genotype import Genotype, known_genotype
@@ -32,9 +34,10 @@ class DartsSpace:
     """The cell space as a `SearchSpace`."""
 
     name = "darts"
+    default_genotype = "DARTS_V2"
 
-    def decision_points(self) -> list[DecisionPoint]:
-        """Normal cell nodes 0..3, then reduction cell nodes 0..3."""
+    def decision_points(self, model: Any) -> list[DecisionPoint]:
+        """Normal cell nodes 0..3, then reduction cell nodes 0..3 (the same for every `[model]`)."""
         return [DecisionPoint(cell_type, node, FIRST_NODE + node, PRIMITIVES, KEEP_EDGES, CODE_SIZE)
                 for cell_type in CELL_TYPES for node in range(NODES)]
 
@@ -57,8 +60,8 @@ class DartsSpace:
         """A validated genotype from its JSON form."""
         return Genotype.from_dict(raw)
 
-    def known_genotype(self, name: str) -> Genotype:
-        """DARTS_V1 or DARTS_V2."""
+    def known_genotype(self, name: str, model: Any) -> Genotype:
+        """DARTS_V1 or DARTS_V2 (cells do not depend on `[model]`)."""
         return known_genotype(name)
 
     def network(self, model: Any, shape: DataShape, genotype: Genotype) -> DartsNetwork:
@@ -83,6 +86,11 @@ class DartsSpace:
         child = DartsNetwork(config)
         child.load_state_dict({k: v for k, v in trained.state_dict().items() if not k.startswith("auxiliary_head.")})
         return child.eval()
+
+    def latency_blocks(self, model: Any, shape: DataShape, genotype: Genotype | None) -> list[LatencyBlock]:
+        """Not available: a cell's cost depends on the whole cell, so the space has no per-block table."""
+        raise DhaError("search.max_latency_ms needs a space with a latency table; the darts cell space has none",
+                       "use model.space = \"mobilenet\", or budget with search.max_params / search.max_macs")
 
     def describe(self, genotype: Genotype) -> dict[str, str]:
         """The two cells as 'op<-input' lists."""

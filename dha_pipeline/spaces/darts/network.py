@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from dha_pipeline.spaces.base import resolve_stem
 from dha_pipeline.spaces.darts.genotype import Genotype
 from dha_pipeline.spaces.darts.operations import OPS, FactorizedReduce, ReLUConvBN
 
-LARGE_STEM_MIN_SIZE = 128
 STEM_MULTIPLIER = 3
 
 
@@ -43,13 +43,6 @@ class NetworkConfig:
         scales = raw.get("identity_scales")
         return cls(**{**raw, "genotype": Genotype.from_dict(raw["genotype"]),
                       "identity_scales": None if scales is None else tuple(tuple(map(float, s)) for s in scales)})
-
-
-def resolve_stem(stem: str, image_size: int) -> str:
-    """'auto' picks the ImageNet stem for large inputs, the CIFAR stem otherwise."""
-    if stem != "auto":
-        return stem
-    return "large" if image_size >= LARGE_STEM_MIN_SIZE else "small"
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dha_pipeline.spaces.base import ActiveOp, ArchWeights, PointKey, Support
+from dha_pipeline.spaces.base import ActiveOp, ArchWeights, PointKey, Support, set_affine_trainable
 from dha_pipeline.spaces.darts.network import CellStack, drop_path
 from dha_pipeline.spaces.darts.operations import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN
 
@@ -58,17 +58,6 @@ def op_batchnorm(op: nn.Module) -> nn.BatchNorm2d | None:
     """The BatchNorm an op ends in (None for the stride-1 identity)."""
     norms = [m for m in op.modules() if isinstance(m, nn.BatchNorm2d)]
     return norms[-1] if norms else None
-
-
-def set_affine_trainable(op: nn.Module, trainable: bool) -> None:
-    """Switch the affine parameters of every BatchNorm inside an op on or off."""
-    for module in op.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.weight.requires_grad_(trainable)
-            module.bias.requires_grad_(trainable)
-            if not trainable:
-                module.weight.grad = None
-                module.bias.grad = None
 
 
 class SearchCell(nn.Module):
