@@ -1,9 +1,10 @@
 """How well the latency table predicts a whole network's onnxruntime latency (docs/BENCHMARKS.md).
 
 For a recipe of a space with a latency table (MobileNet): measure the table for every block of the
-recipe's supernet, then for `--children` random genotypes (and each `--genotype` JSON file given, such as
-a derived child's genotype.json) export the whole plain network to ONNX and time it at batch 1 with
-onnxruntime, with the table's threads and runs. Prints predicted vs measured per network and the share
+recipe's supernet and calibrate it on the space's reference networks; then for `--children` random
+genotypes (and each `--genotype` JSON file given, such as a derived child's genotype.json) export the
+whole plain network to ONNX and time it at batch 1 with onnxruntime, with the table's threads and
+runs. Prints predicted (calibrated and merely summed) vs measured per network and the share
 within +-10 %; writes the rows as CSV and a scatter plot as PNG.
 
     python bench/latency_predictor.py recipes/cifar10_mobilenet.toml --children 20 \
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from dha_pipeline.latency import LatencyTable, onnx_session, table_path, time_session
+from dha_pipeline.latency import LatencyTable, complete_table, onnx_session, table_path, time_session
 from dha_pipeline.recipe import load_recipe
 from dha_pipeline.report.plots import pyplot
 from dha_pipeline.spaces.base import DataShape
@@ -64,24 +65,29 @@ def main() -> None:
     shape = DataShape(args.classes, channels, recipe.data.image_size)
     search = recipe.search
     table = LatencyTable(table_path(search, recipe.runs_dir), search.latency_threads, search.latency_runs)
-    table.measure(space.latency_blocks(model, shape, None))
+    complete_table(table, space, model, shape)
     rng = random.Random(args.seed)
     named = [(path.stem, space.genotype_from_dict(json.loads(path.read_text()))) for path in args.genotype]
     named += [(f"random_{i}", random_genotype(space, model, rng)) for i in range(args.children)]
     rows = []
     for name, genotype in named:
-        predicted = table.predict(space.latency_blocks(model, shape, genotype))
+        blocks = space.latency_blocks(model, shape, genotype)
+        predicted, summed = table.predict(blocks), table.summed(blocks)
         torch.manual_seed(0)
         measured = measured_latency(space.network(model, shape, genotype), shape, search.latency_threads,
                                     search.latency_runs)
         error = predicted / measured - 1.0
         rows.append({"network": name, "predicted_ms": round(predicted, 4), "measured_ms": round(measured, 4),
-                     "error": round(error, 4), "genotype": " ".join(genotype.layers)})
+                     "error": round(error, 4), "uncalibrated_error": round(summed / measured - 1.0, 4),
+                     "genotype": " ".join(genotype.layers)})
         print(f"{name}: predicted {predicted:.3f} ms, measured {measured:.3f} ms ({100 * error:+.1f}%)", flush=True)
     within = sum(abs(row["error"]) <= TOLERANCE for row in rows)
     print(f"machine: {table.machine}; onnxruntime threads {search.latency_threads}; runs {search.latency_runs}")
     print(f"within +-{100 * TOLERANCE:.0f}%: {within} of {len(rows)} ({100 * within / len(rows):.0f}%); "
-          f"mean |error| {100 * sum(abs(row['error']) for row in rows) / len(rows):.1f}%")
+          f"mean |error| {100 * sum(abs(row['error']) for row in rows) / len(rows):.1f}%; uncalibrated (blocks "
+          f"summed): {sum(abs(row['uncalibrated_error']) <= TOLERANCE for row in rows)} of {len(rows)} within, mean "
+          f"|error| {100 * sum(abs(row['uncalibrated_error']) for row in rows) / len(rows):.1f}%")
+    print(f"calibration factors: {table.scales}")
     if args.csv:
         with open(args.csv, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

@@ -4,8 +4,13 @@ A space that supports latency budgets cuts its networks into blocks (stem, each 
 whose latency does not depend on the other blocks' choices. Each distinct block (its kind and shapes)
 is exported to ONNX alone and timed at batch 1 with onnxruntime (warm-up, then the median of many
 runs, on a fixed number of threads). A network's predicted latency is the fixed cost of one
-onnxruntime call plus the sum of its blocks' latencies, each measured less that fixed cost. The
-table is a JSON file keyed by block; it records the machine, the threads and the onnxruntime
+onnxruntime call plus the sum of its blocks' latencies, each measured less that fixed cost, times a
+calibration factor. Blocks timed alone cost more than inside a whole network (onnxruntime converts
+layouts at every graph boundary and fuses across blocks inside one graph), so the table also times a
+few reference networks of the space whole (the space's known architectures) and keeps, per backbone,
+the median of measured / summed: the factor. The reference networks are not the ones a search
+proposes, and `bench/latency_predictor.py` checks the prediction on random other networks.
+The table is a JSON file keyed by block; it records the machine, the threads and the onnxruntime
 version, and is reused by every run with the same shapes on that machine (`dha profile-latency`).
 """
 
@@ -44,6 +49,12 @@ class LatencyBlock:
     key: str
     build: Callable[[], nn.Module]
     input_shape: tuple[int, int, int]
+
+
+def backbone_signature(blocks: list[LatencyBlock]) -> str:
+    """What a calibration factor belongs to: a network's first and last block (stem and head), whose keys
+    name its input size, channels, widths and classes."""
+    return f"{blocks[0].key}|{blocks[-1].key}"
 
 
 def machine_name() -> str:
@@ -110,6 +121,8 @@ class LatencyTable:
         self.path, self.threads, self.runs = path, threads, runs
         self.machine = machine_name()
         self.entries: dict[str, float] = {}
+        self.scales: dict[str, float] = {}
+        """Backbone signature -> calibration factor (measured whole / predicted from blocks)."""
         if path.is_file():
             self._load()
 
@@ -117,6 +130,7 @@ class LatencyTable:
         try:
             stored = json.loads(self.path.read_text())
             entries = {str(key): float(value) for key, value in stored["entries"].items()}
+            scales = {str(key): float(value) for key, value in stored.get("scales", {}).items()}
             same = stored["machine"] == self.machine and int(stored["threads"]) == self.threads
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             raise DhaError(f"latency table '{self.path}' is not a table written by dha",
@@ -125,7 +139,7 @@ class LatencyTable:
             raise DhaError(f"latency table '{self.path}' was measured on another machine or thread count "
                            f"({stored['machine']}, {stored['threads']} threads)",
                            "point search.latency_table at a new file, or delete this one to remeasure here")
-        self.entries = entries
+        self.entries, self.scales = entries, scales
 
     def missing(self, blocks: Iterable[LatencyBlock]) -> list[LatencyBlock]:
         """The distinct blocks the table has no entry for (and the call overhead if it is missing)."""
@@ -161,10 +175,11 @@ class LatencyTable:
 
         write_json(self.path, {"machine": self.machine, "threads": self.threads, "runs": self.runs,
                                "onnxruntime": ort.__version__, "overhead_key": OVERHEAD_KEY,
+                               "scales": dict(sorted(self.scales.items())),
                                "entries": dict(sorted(self.entries.items()))})
 
-    def predict(self, blocks: Iterable[LatencyBlock]) -> float:
-        """Predicted batch-1 milliseconds of the network made of `blocks` (every one must be in the table)."""
+    def summed(self, blocks: list[LatencyBlock]) -> float:
+        """The uncalibrated prediction: one call's cost plus the network's blocks (all must be in the table)."""
         keys = [block.key for block in blocks]
         absent = [key for key in (OVERHEAD_KEY, *keys) if key not in self.entries]
         if absent:
@@ -172,24 +187,53 @@ class LatencyTable:
                            "run `dha profile-latency RECIPE` with this recipe first")
         return self.entries[OVERHEAD_KEY] + sum(self.entries[key] for key in keys)
 
+    def calibrate(self, references: list[tuple[nn.Module, list[LatencyBlock]]]) -> float:
+        """Time each reference network whole; the median of measured / summed becomes the factor of their
+        backbone (saved). Returns it."""
+        ratios = []
+        for network, blocks in references:
+            whole = module_latency(network, blocks[0].input_shape, self.threads, self.runs)
+            ratios.append(whole / self.summed(blocks))
+        self.scales[backbone_signature(references[0][1])] = statistics.median(ratios)
+        self.save()
+        return self.scales[backbone_signature(references[0][1])]
+
+    def predict(self, blocks: list[LatencyBlock]) -> float:
+        """Predicted batch-1 milliseconds of the network made of `blocks`: summed, times its backbone's factor
+        (1 where the backbone was never calibrated)."""
+        return self.summed(blocks) * self.scales.get(backbone_signature(blocks), 1.0)
+
 
 def table_path(search: Any, runs_dir: str) -> Path:
     """The latency table a recipe uses: `search.latency_table`, or `<runs_dir>/latency_table.json`."""
     return Path(search.latency_table) if search.latency_table else Path(runs_dir) / "latency_table.json"
 
 
+def complete_table(table: LatencyTable, space: Any, model: Any, shape: Any,
+                   blocks: list[LatencyBlock] | None = None) -> int:
+    """Measure what `table` lacks for `blocks` (default: every block of the supernet of `model`) and for the
+    space's reference networks, then calibrate the backbone if it has no factor yet. Returns the number of
+    blocks measured."""
+    references = [space.network(model, shape, space.known_genotype(name, model)) for name in space.latency_references]
+    reference_blocks = [space.latency_blocks(model, shape, network.config.genotype) for network in references]
+    todo = space.latency_blocks(model, shape, None) if blocks is None else blocks
+    measured = table.measure([*todo, *(block for group in reference_blocks for block in group)])
+    if backbone_signature(reference_blocks[0]) not in table.scales:
+        table.calibrate(list(zip(references, reference_blocks, strict=True)))
+    return measured
+
+
 def prepared_table(recipe: Any, space: Any, shape: Any) -> LatencyTable:
-    """The recipe's latency table with an entry for every block of its supernet, measuring the missing
-    ones here (the main process alone; other processes need it complete beforehand)."""
-    from dha_pipeline.distributed import is_main_process, world_size
+    """The recipe's latency table, complete and calibrated for its supernet, measuring what it lacks here
+    (one process only: several processes need it complete beforehand)."""
+    from dha_pipeline.distributed import world_size
 
     table = LatencyTable(table_path(recipe.search, recipe.runs_dir), recipe.search.latency_threads,
                          recipe.search.latency_runs)
     blocks = space.latency_blocks(recipe.model, shape, None)
-    if table.missing(blocks):
+    if table.missing(blocks) or backbone_signature(blocks) not in table.scales:
         if world_size() > 1:
             raise DhaError(f"latency table '{table.path}' lacks blocks of this recipe, and several processes run",
                            "run `dha profile-latency RECIPE` on one process first")
-        if is_main_process():
-            table.measure(blocks)
+        complete_table(table, space, recipe.model, shape, blocks)
     return table

@@ -70,10 +70,11 @@ def smoke_recipe(recipe: Recipe, classes: int | None = None) -> Recipe:
 
 def child_summary(recipe: Recipe) -> dict[str, str]:
     """Params, MACs and predicted batch-1 latency of the smoke run's derived child (the latency from the
-    smoke run's own table, measuring the child's blocks; 'n/a' where the space has no latency table)."""
+    smoke run's own table: the child's blocks and the calibration networks, timed with few runs; 'n/a'
+    where the space has no latency table)."""
     from dha_pipeline.derive import load_child
     from dha_pipeline.errors import DhaError
-    from dha_pipeline.latency import LatencyTable, table_path
+    from dha_pipeline.latency import LatencyTable, complete_table, table_path
     from dha_pipeline.spaces.base import DataShape
     from dha_pipeline.spaces.cost import count_macs, count_params
     from dha_pipeline.spaces.registry import get_space
@@ -91,6 +92,6 @@ def child_summary(recipe: Recipe) -> dict[str, str]:
         return rows
     search = recipe.search
     table = LatencyTable(table_path(search, recipe.runs_dir), search.latency_threads, search.latency_runs)
-    table.measure(blocks, "timing the child's blocks")
+    complete_table(table, space, recipe.model, shape, blocks)
     rows["predicted latency"] = f"{table.predict(blocks):.2f} ms (batch 1, {search.latency_threads} thread(s))"
     return rows

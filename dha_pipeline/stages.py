@@ -276,19 +276,21 @@ def prepared_shape(recipe: Recipe) -> Any:
 def profile_latency(recipe: Recipe) -> StageReport:
     """Measure every block of the recipe's supernet the latency table lacks (after `prepare`), and predict
     the latency of the space's default known network from it."""
-    from dha_pipeline.latency import LatencyTable, table_path
+    from dha_pipeline.latency import LatencyTable, backbone_signature, complete_table, table_path
     from dha_pipeline.spaces.registry import get_space
 
     space, shape, model = get_space(recipe.model.space), prepared_shape(recipe), recipe.model
     search = recipe.search
     table = LatencyTable(table_path(search, recipe.runs_dir), search.latency_threads, search.latency_runs)
     blocks = space.latency_blocks(model, shape, None)
-    measured = table.measure(blocks)
+    calibrated = backbone_signature(blocks) in table.scales
+    measured = complete_table(table, space, model, shape, blocks)
     known = space.known_genotype(space.default_genotype, model)
     predicted = table.predict(space.latency_blocks(model, shape, known))
-    return StageReport("profile-latency", measured == 0, {
+    return StageReport("profile-latency", measured == 0 and calibrated, {
         "machine": table.machine, "onnxruntime threads": search.latency_threads,
         "blocks of this supernet": len({block.key for block in blocks}), "newly measured": measured,
+        "calibration factor (whole / blocks)": f"{table.scales[backbone_signature(blocks)]:.3f}",
         f"predicted batch-1 latency of {space.default_genotype}": f"{predicted:.3f} ms",
         "table": str(table.path)}, [table.path])
 

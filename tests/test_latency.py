@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dha_pipeline.errors import DhaError
-from dha_pipeline.latency import OVERHEAD_KEY, LatencyTable
+from dha_pipeline.latency import OVERHEAD_KEY, LatencyTable, backbone_signature, complete_table
 from dha_pipeline.recipe import ModelConfig, SearchConfig
 from dha_pipeline.search.architecture import ChildCost, within_budget
 from dha_pipeline.spaces.base import DataShape
@@ -79,3 +79,15 @@ def test_every_budget_is_tested() -> None:
     assert not within_budget(ChildCost(100, 1000, 2.1), settings)
     assert not within_budget(ChildCost(100, 1000, None), settings)  # a latency budget needs a prediction
     assert within_budget(ChildCost(10**9, 10**12, None), SearchConfig())
+
+
+def test_the_table_is_calibrated_on_whole_reference_networks_per_backbone(tmp_path: Path) -> None:
+    table = LatencyTable(tmp_path / "table.json", threads=1, runs=3)
+    complete_table(table, SPACE, SMALL, SHAPE)
+    blocks = SPACE.latency_blocks(SMALL, SHAPE, MobileGenotype(("k3_e3", "skip", "k5_e6")))
+    scale = table.scales[backbone_signature(blocks)]
+    assert scale > 0 and table.predict(blocks) == pytest.approx(scale * table.summed(blocks))
+    assert LatencyTable(tmp_path / "table.json", threads=1, runs=3).scales == table.scales  # saved with it
+    other = DataShape(num_classes=4, channels=3, image_size=8)  # another head: another backbone, no factor yet
+    assert backbone_signature(SPACE.latency_blocks(SMALL, other, None)) not in table.scales
+    assert complete_table(table, SPACE, SMALL, SHAPE) == 0  # nothing left to measure

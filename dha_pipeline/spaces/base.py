@@ -95,6 +95,8 @@ class SearchSpace(Protocol):
     name: str
     default_genotype: str
     """The known genotype manual mode trains when the recipe says `model.genotype = "auto"`."""
+    latency_references: tuple[str, ...]
+    """Known genotypes whose whole networks calibrate the latency table (empty without a latency table)."""
 
     def decision_points(self, model: Any) -> list[DecisionPoint]:
         """Every decision point of the supernet of the recipe's `[model]` settings, in a fixed order (the

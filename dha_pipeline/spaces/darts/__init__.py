@@ -35,6 +35,7 @@ class DartsSpace:
 
     name = "darts"
     default_genotype = "DARTS_V2"
+    latency_references: tuple[str, ...] = ()
 
     def decision_points(self, model: Any) -> list[DecisionPoint]:
         """Normal cell nodes 0..3, then reduction cell nodes 0..3 (the same for every `[model]`)."""

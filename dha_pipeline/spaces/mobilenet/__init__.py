@@ -42,6 +42,7 @@ class MobileNetSpace:
 
     name = "mobilenet"
     default_genotype = "MBV2"
+    latency_references = ("MBV2_E3", "MBV2", "K5_E6", "K7_E6")
 
     def decision_points(self, model: Any) -> list[DecisionPoint]:
         """One point per searchable layer, in order: one input, its choices as ops, one kept."""
