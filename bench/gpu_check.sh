@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA path, end to end, on a machine with one GPU; each step's log and numbers go to $OUT.
 #
-#   OUT=/tmp/gpu_out STEPS="quickstart search_step cifar resume sequential repeat" bash bench/gpu_check.sh [CIFAR_TAR]
+#   OUT=/tmp/gpu_out STEPS="quickstart search_step cifar mobilenet resume sequential repeat" bash bench/gpu_check.sh [CIFAR_TAR]
 #
 # quickstart   the digits quickstart with device=cuda (search, derive, parity-gated export, onnxruntime test)
 # search_step  bench/search_step.py on cuda (ms per training step of each variant, synchronized)
@@ -9,6 +9,7 @@
 # cifar_full   full CIFAR-10 (49,000 train / 1,000 val / 10,000 test), NAS only then DHA (default form),
 #              seed 0, each with a minutes budget (FULL_MINUTES, default 3.5: both fit in 8 minutes) that
 #              the lr schedule runs against; epochs cap FULL_EPOCHS (default 30); needs CIFAR_TAR
+# mobilenet    `dha run recipes/imagenet_mobilenet.toml --smoke` on cuda: the full 224 px MobileNet space
 # resume       the quickstart killed mid-search, then `dha run --resume` on cuda (checkpoint restore)
 # sequential   the quickstart in sequential mode on cuda (phase 2 rebuilds the plain child)
 # repeat       the quickstart twice more, uninterrupted: are two GPU runs of one seed identical?
@@ -17,7 +18,7 @@
 # run here: its recipes pin device = "cpu".
 set -u
 OUT=${OUT:-/tmp/gpu_out}
-STEPS=${STEPS:-quickstart search_step cifar resume sequential repeat}
+STEPS=${STEPS:-quickstart search_step cifar mobilenet resume sequential repeat}
 TAR=${1:-}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:-}:$PWD"
@@ -59,6 +60,10 @@ if wanted cifar_full && [ -n "$TAR" ]; then
     for run in nas_only dha; do
         cp "/tmp/gpu_cifar_full/runs/cifar10_darts_${run}_s0/history.csv" "$OUT/cifar_full_${run}_history.csv" 2>/dev/null
     done
+fi
+if wanted mobilenet; then
+    step mobilenet 240 python3 -m cli.main run recipes/imagenet_mobilenet.toml --smoke \
+        --set "device=\"${DEVICE:-cuda}\"" --set 'runs_dir="/tmp/gpu_runs"' --set 'exports_dir="/tmp/gpu_exports"'
 fi
 if wanted resume; then  # killed once the search has written a checkpoint, then resumed
     "${CUDA_RUN[@]}" --force --set 'name="resume"' >"$OUT/resume.log" 2>&1 &
