@@ -9,7 +9,6 @@ source: the prepared split inside `dha run`, or one split decoded from a dataset
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from dha_pipeline.data.cache import build_split
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import write_json, write_text
 from dha_pipeline.layout import ExportLayout
-from dha_pipeline.metrics import topk_correct
+from dha_pipeline.metrics import call_milliseconds, topk_correct
 from dha_pipeline.preprocess import model_input
 from dha_pipeline.progress import console, progress_bar
 from dha_pipeline.recipe import DataConfig
@@ -55,14 +54,7 @@ def data_config_for(metadata: dict[str, Any], dataset: str | None, *, download: 
 def measure_latency(backend: Backend, sample: np.ndarray, runs: int) -> dict[str, float]:
     """Batch-1 p50/p90 and batch-32 p50 wall-clock latency in milliseconds."""
     def timed(batch: np.ndarray) -> list[float]:
-        for _ in range(LATENCY_WARMUP):
-            backend(batch)
-        times = []
-        for _ in range(runs):
-            started = time.perf_counter()
-            backend(batch)
-            times.append(1000.0 * (time.perf_counter() - started))
-        return times
+        return call_milliseconds(lambda: backend(batch), runs, LATENCY_WARMUP)
 
     batch1 = timed(sample[:1])
     repeats = -(-LATENCY_BATCH // len(sample))

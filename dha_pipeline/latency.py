@@ -21,7 +21,6 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from torch import nn
 
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import write_json
+from dha_pipeline.metrics import call_milliseconds
 from dha_pipeline.progress import progress_bar
 
 WARMUP_RUNS = 10
@@ -85,14 +85,7 @@ def time_session(session: Any, input_shape: tuple[int, ...], runs: int) -> float
     """Median batch-1 milliseconds of `runs` calls after a warm-up."""
     name = session.get_inputs()[0].name
     sample = np.random.default_rng(0).standard_normal((1, *input_shape)).astype(np.float32)
-    for _ in range(WARMUP_RUNS):
-        session.run(None, {name: sample})
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        session.run(None, {name: sample})
-        times.append(1000.0 * (time.perf_counter() - started))
-    return statistics.median(times)
+    return statistics.median(call_milliseconds(lambda: session.run(None, {name: sample}), runs, WARMUP_RUNS))
 
 
 def module_latency(module: nn.Module, input_shape: tuple[int, int, int], threads: int, runs: int) -> float:
@@ -214,12 +207,13 @@ def complete_table(table: LatencyTable, space: Any, model: Any, shape: Any,
     """Measure what `table` lacks for `blocks` (default: every block of the supernet of `model`) and for the
     space's reference networks, then calibrate the backbone if it has no factor yet. Returns the number of
     blocks measured."""
-    references = [space.network(model, shape, space.known_genotype(name, model)) for name in space.latency_references]
-    reference_blocks = [space.latency_blocks(model, shape, network.config.genotype) for network in references]
+    genotypes = [space.known_genotype(name, model) for name in space.latency_references]
+    reference_blocks = [space.latency_blocks(model, shape, genotype) for genotype in genotypes]
     todo = space.latency_blocks(model, shape, None) if blocks is None else blocks
     measured = table.measure([*todo, *(block for group in reference_blocks for block in group)])
-    if backbone_signature(reference_blocks[0]) not in table.scales:
-        table.calibrate(list(zip(references, reference_blocks, strict=True)))
+    if backbone_signature(reference_blocks[0]) not in table.scales:  # the whole networks only when calibrating
+        networks = [space.network(model, shape, genotype) for genotype in genotypes]
+        table.calibrate(list(zip(networks, reference_blocks, strict=True)))
     return measured
 
 

@@ -1,15 +1,29 @@
-"""Small metric helpers: top-k accuracy, CSV history."""
+"""Small metric helpers: top-k accuracy, call timing, CSV history."""
 
 from __future__ import annotations
 
 import csv
 import io
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dha_pipeline.fileio import write_text
+
+
+def call_milliseconds(call: Callable[[], object], runs: int, warmup: int) -> list[float]:
+    """Wall-clock milliseconds of `runs` calls of `call`, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append(1000.0 * (time.perf_counter() - started))
+    return times
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:

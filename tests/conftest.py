@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cli.main import main
@@ -127,3 +129,16 @@ def make_imagefolder(root: Path, *, classes: tuple[str, ...] = ("cat", "dog"), p
                     image = image.convert("L")
                 image.save(folder / f"{i}.{'png' if i % 2 else 'jpg'}")
     return root
+
+
+def unsettle_batchnorms(module: torch.nn.Module, forward: Callable[[torch.Tensor], object]) -> None:
+    """Move every BatchNorm's statistics (three training forwards of 8 random 3x16x16 images) and affine
+    parameters away from their defaults, then leave `module` in eval mode: folding is tested on these."""
+    module.train()
+    for _ in range(3):
+        forward(torch.randn(8, 3, 16, 16))
+    for norm in module.modules():
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            norm.weight.data.uniform_(0.5, 1.5)
+            norm.bias.data.uniform_(-0.2, 0.2)
+    module.eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import unsettle_batchnorms
 from dha_pipeline.spaces.base import ArchWeights
 from dha_pipeline.spaces.darts import SPACE
 from dha_pipeline.spaces.darts.fold import child_from_supernet
@@ -31,14 +32,7 @@ def test_child_computes_what_the_supernet_computes(seed: int) -> None:
     torch.manual_seed(seed)
     supernet = Supernet(SupernetConfig(num_classes=5, in_channels=3, image_size=16, init_channels=4, layers=4))
     arch = _arch(seed)
-    supernet.train()
-    for _ in range(3):  # move BatchNorm statistics and affine params away from their defaults
-        supernet(torch.randn(8, 3, 16, 16), arch)
-    for module in supernet.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
-    supernet.eval()
+    unsettle_batchnorms(supernet, lambda x: supernet(x, arch))
     child = child_from_supernet(supernet, arch)
     assert isinstance(child, DartsNetwork)
     inputs = torch.randn(6, 3, 16, 16)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import unsettle_batchnorms
 from dha_pipeline.errors import DhaError
 from dha_pipeline.recipe import ModelConfig
 from dha_pipeline.search.ista import ArchCode
@@ -93,14 +94,7 @@ def test_child_computes_what_the_supernet_computes(seed: int) -> None:
     choices = [int(torch.randint(0, len(layer.choices), (1,), generator=generator)) for layer in supernet.layers]
     choices[1] = 6  # a skip, whose weight stays a constant factor
     weights = _weights(choices, [0.7, 1.3, 0.9, 1.1, 0.6])
-    supernet.train()
-    for _ in range(3):  # move BatchNorm statistics and affine parameters away from their defaults
-        supernet(torch.randn(8, 3, 16, 16), weights)
-    for module in supernet.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
-    supernet.eval()
+    unsettle_batchnorms(supernet, lambda x: supernet(x, weights))
     child = SPACE.child(supernet, weights)
     assert isinstance(child, MobileNetwork) and child.config.genotype.layers[1] == SKIP
     assert child.config.skip_scales is not None and child.config.skip_scales[1] == pytest.approx(1.3)
