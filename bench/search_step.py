@@ -64,7 +64,7 @@ def main() -> None:
         runs[name] = run
     dha = runs["dha"]
     index = torch.arange(args.batch, device=dha.device)
-    unit = to_unit(dha.train_split.take(index)[0])
+    unit = to_unit(dha.feed.splits["train"].take(index)[0])
     per_sample = torch.rand(args.batch, device=dha.device)
 
     def da_work() -> None:

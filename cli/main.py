@@ -7,12 +7,14 @@ Exit codes: 0 success, 2 user error (one line, no traceback), 1 failed check or 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cli.render import error_line, next_commands, print_table, summary_table
+from cli.render import error_line, next_commands, print_table, silence, summary_table
 from dha_pipeline.errors import USER_ERROR_EXIT_CODE, DhaError
 
 
@@ -46,6 +48,20 @@ def _next_after_export(recipe) -> None:  # type: ignore[no-untyped-def]
     next_commands(*commands)
 
 
+@contextmanager
+def _processes(recipe) -> Iterator[bool]:  # type: ignore[no-untyped-def]
+    """Join the torchrun process group, if launched by torchrun, for the block; yields whether this is
+    the main process (the others print nothing but their errors)."""
+    from dha_pipeline.device import resolve_device
+    from dha_pipeline.distributed import is_main_process, process_group
+
+    with process_group(resolve_device(recipe.device)):
+        main_process = is_main_process()
+        if not main_process:
+            silence()
+        yield main_process
+
+
 def _data_flags(skip_bad: bool, download: bool) -> list[str]:
     return (["data.skip_bad=true"] if skip_bad else []) + (["data.download=true"] if download else [])
 
@@ -70,7 +86,9 @@ def search(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
     """Search and train from the prepared cache: the joint DHA loop, or any baseline variant of it."""
     from dha_pipeline import stages
 
-    _show(stages.search(_recipe(recipe, set_), force=force, resume=resume))
+    loaded = _recipe(recipe, set_)
+    with _processes(loaded):
+        _show(stages.search(loaded, force=force, resume=resume))
     next_commands(f"dha derive {recipe}")
 
 
@@ -161,12 +179,33 @@ def run(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
                                                            "a few synthetic images, as <name>_smoke")] = False,
         smoke_classes: Annotated[int | None, typer.Option("--smoke-classes", min=2, show_default=False,
                                                           help="classes of the smoke data (default: what the "
-                                                               "dataset kind implies, else 10)")] = None
+                                                               "dataset kind implies, else 10)")] = None,
+        nproc: Annotated[int, typer.Option("--nproc", min=1, help="processes on this node, started through "
+                                                                  "torchrun (one per GPU; gloo on CPU)")] = 1,
+        nnodes: Annotated[str, typer.Option("--nnodes", help="torchrun's --nnodes (e.g. 2, or 1:4)")] = "1",
+        node_rank: Annotated[int, typer.Option("--node-rank", min=0, help="torchrun's --node-rank "
+                                                                          "(several nodes, no rendezvous)")] = 0,
+        rdzv_endpoint: Annotated[str | None, typer.Option("--rdzv-endpoint", show_default=False,
+                                                          help="torchrun's c10d rendezvous HOST:PORT "
+                                                               "(several nodes)")] = None,
+        rdzv_id: Annotated[str, typer.Option("--rdzv-id", help="torchrun's rendezvous job id")] = "dha",
         ) -> None:
     """prepare -> search -> derive -> export -> evaluate, skipping stages whose inputs are unchanged."""
     from dha_pipeline import stages
 
     loaded = _recipe(recipe, set_, _data_flags(skip_bad, download))
+    if nproc > 1 or nnodes != "1":
+        if smoke:
+            raise DhaError("--smoke runs on one process", "drop --nproc/--nnodes, or drop --smoke")
+        from dha_pipeline.launch import Launch, run_processes
+
+        command = ["run", str(recipe), *(f"--set={item}" for item in set_ or []),
+                   *(["--force"] if force else []), *(["--resume"] if resume else []),
+                   *(["--skip-bad"] if skip_bad else []), *(["--download"] if download else [])]
+        code = run_processes(Launch(nproc, nnodes, node_rank, rdzv_endpoint, rdzv_id), command)
+        if code:
+            raise typer.Exit(code)
+        return
     if smoke:
         from dha_pipeline.smoke import child_summary, smoke_recipe
 
@@ -174,7 +213,10 @@ def run(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
         stages.run_all(loaded, force=True, on_stage=_show)
         summary_table(f"dha run --smoke {loaded.name}: passed", child_summary(loaded))
         return
-    reports = stages.run_all(loaded, force=force, resume=resume, on_stage=_show)
+    with _processes(loaded) as main_process:
+        reports = stages.run_all(loaded, force=force, resume=resume, on_stage=_show)
+    if not main_process:
+        return
     overview = {report.stage: "skipped (unchanged)" if report.skipped else "done" for report in reports}
     evaluation = reports[-1].summary
     summary_table(f"dha run {loaded.name}", {**overview, "test top-1": evaluation["top-1"],
@@ -182,12 +224,20 @@ def run(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
     _next_after_export(loaded)
 
 
+def _ranked(message: str) -> str:
+    """An error line, naming the process when torchrun started several (read from torchrun's environment,
+    so that `dha predict` still imports no torch)."""
+    import os
+
+    return f"(rank {os.environ['RANK']}) {message}" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else message
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     try:
         app(args=argv, standalone_mode=False, prog_name="dha")
     except DhaError as exc:
-        error_line(str(exc))
+        error_line(_ranked(str(exc)))
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code

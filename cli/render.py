@@ -47,6 +47,14 @@ def next_commands(*commands: str) -> None:
         console.print(f"  {command}", highlight=False, soft_wrap=True)
 
 
+def silence() -> None:
+    """Print nothing but errors from here on (every torchrun process but rank 0)."""
+    from dha_pipeline.progress import console as progress_console
+
+    console.quiet = True
+    progress_console.quiet = True
+
+
 def error_line(message: str) -> None:
     """One error line on stderr."""
     error_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)

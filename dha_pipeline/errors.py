@@ -23,3 +23,11 @@ class CheckFailed(DhaError):
     """A quality gate failed (e.g. export parity): exit 1, nothing written."""
 
     exit_code = FAILED_CHECK_EXIT_CODE
+
+
+class Stopped(DhaError):
+    """The run was stopped from outside (a signal); its checkpoint is kept: exit 128 + the signal's number."""
+
+    def __init__(self, signal_number: int, problem: str, fix: str | None = None) -> None:
+        super().__init__(problem, fix)
+        self.exit_code = 128 + signal_number

@@ -79,9 +79,24 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     return resized.reshape(size, size, channels)
 
 
-def prepare_image(image: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """One raw uint8 image to the model's uint8 HWC grid."""
-    return resize_image(to_channels(image, channels), size)
+def center_crop_resize(image: np.ndarray, size: int, crop: float) -> np.ndarray:
+    """Resize a uint8 HWC image so its shorter side is round(size / crop), then cut the central
+    `size` x `size` square (the usual evaluation view of ImageNet-style data)."""
+    height, width, channels = image.shape
+    short = max(round(size / crop), size)
+    scale = short / min(height, width)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    pil = Image.fromarray(image[:, :, 0] if channels == 1 else image)
+    resized = np.asarray(pil.resize((new_w, new_h), Image.Resampling.BILINEAR)).reshape(new_h, new_w, channels)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return np.ascontiguousarray(resized[top:top + size, left:left + size])
+
+
+def prepare_image(image: np.ndarray, size: int, channels: int, crop: float = 1.0) -> np.ndarray:
+    """One raw uint8 image to the model's uint8 HWC grid: the whole image resized to a square
+    (`crop` 1), or the shorter side resized and the center cropped (`crop` < 1)."""
+    image = to_channels(image, channels)
+    return resize_image(image, size) if crop >= 1.0 else center_crop_resize(image, size, crop)
 
 
 def standardize(unit_batch: ArrayT, mean: Any, std: Any) -> ArrayT:

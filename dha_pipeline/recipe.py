@@ -53,6 +53,16 @@ class DataConfig:
     train_subset: int = _setting(0, low=0, high=10**9, help="0 = all; else a stratified subset")
     download: bool = _setting(False, help="allow torchvision downloads (cifar/flowers)")
     skip_bad: bool = _setting(False, help="skip unreadable images with a report instead of failing")
+    storage: str = _setting("auto", choices=("auto", "memory", "files"),
+                            help="files: prepare writes an index and training streams the files through "
+                                 "DataLoader workers; auto: files when the pixels would exceed memory_limit_mb")
+    memory_limit_mb: int = _setting(4096, low=1, high=10**8, help="'auto' storage holds splits up to this in memory")
+    eval_crop: float = _setting(1.0, low=0.2, high=1.0,
+                                help="1 = resize the whole image to a square; < 1 = shorter side to "
+                                     "image_size / eval_crop, then the center crop (ImageNet: 0.875)")
+    workers: int = _setting(-1, low=-1, high=256, help="DataLoader workers per process when streaming; -1 = auto")
+    stats_images: int = _setting(2000, low=10, high=10**7, help="train images the channel statistics are "
+                                                                  "measured on when streaming")
 
 
 @dataclass
@@ -98,6 +108,8 @@ class AugmentConfig:
     crop_padding: int = _setting(4, low=0, high=64)
     hflip: bool = _setting(True)
     cutout: int = _setting(0, low=0, high=512, help="side of the Cutout square, 0 = off")
+    resized_crop_min: float = _setting(0.08, low=0.01, high=1.0, help="streamed data: the random resized crop "
+                                                                       "keeps this share of the image or more")
     policy_lr: float = _setting(0.05, low=0.0, high=10.0, help="Adam learning rate of tau")
     temperature: float = _setting(2.0, low=0.05, high=100.0, help="pairs are drawn from softmax(log P / T)")
     magnitude_max: float = _setting(3.0, low=0.0, high=10.0, help="magnitudes are uniform in [0, this]")
@@ -308,6 +320,9 @@ def _check_consistency(recipe: Recipe) -> None:
         raise DhaError(f"search.mode = '{search.mode}' searches the architecture, so it needs 'nas' in components",
                        "add 'nas' to search.components, or use mode 'manual'")
     _check_stages(recipe.model)
+    if recipe.data.storage == "files" and recipe.hpo.estimator == "held_in":
+        raise DhaError("hpo.estimator = 'held_in' draws random training batches, which streamed data "
+                       "(data.storage = 'files') does not serve", "use hpo.estimator = 'next_batch'")
     for low, high in (("lr_low", "lr_high"), ("wd_low", "wd_high")):
         if getattr(recipe.hpo, low) > getattr(recipe.hpo, high):
             raise DhaError(f"recipe keys 'hpo.{low}' > 'hpo.{high}'", "make the lower bound the smaller one")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dha_pipeline.data.source import parse_spec
+from dha_pipeline.distributed import barrier, is_main_process, world_size
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_file, sha256_json, write_json
 from dha_pipeline.layout import RunLayout
@@ -93,11 +94,13 @@ def _staged(recipe: Recipe, stage: str, settings: str, inputs: dict[str, str], o
             force: bool, work: Callable[[], dict[str, Any]], skipped_summary: Callable[[], dict[str, Any]]
             ) -> StageReport:
     stamp = Stamp(recipe, stage, settings, inputs, outputs)
-    save_resolved(recipe)
     if not force and stamp.is_current():
         return StageReport(stage, True, skipped_summary(), outputs)
+    if is_main_process():
+        save_resolved(recipe)
     summary = work()
-    stamp.write()
+    if is_main_process():
+        stamp.write()
     return StageReport(stage, False, summary, outputs)
 
 
@@ -297,17 +300,28 @@ def profile_latency(recipe: Recipe) -> StageReport:
 
 STAGES: dict[str, Callable[..., StageReport]] = {
     "prepare": prepare, "search": search, "derive": derive, "export": export, "evaluate": evaluate}
+SHARED_STAGES = ("search",)  # what every rank runs under torchrun; rank 0 alone runs the others
 
 
 def run_all(recipe: Recipe, *, force: bool = False, resume: bool = False,
             on_stage: Callable[[StageReport], None] | None = None) -> list[StageReport]:
-    """Chain every stage; each skips itself when its settings and input files are unchanged."""
+    """Chain every stage; each skips itself when its settings and input files are unchanged.
+
+    Under torchrun every rank trains (search); rank 0 alone prepares the cache (the others wait for it)
+    and derives, exports and evaluates. The reports are this rank's.
+    """
     reports = []
     for name in STAGE_ORDER:
+        if name not in SHARED_STAGES and not is_main_process():
+            if name == "prepare":
+                barrier()
+            continue
         kwargs: dict[str, Any] = {"force": force}
         if name == "search":
             kwargs["resume"] = resume
         report = STAGES[name](recipe, **kwargs)
+        if name == "prepare" and world_size() > 1:
+            barrier()
         reports.append(report)
         if on_stage is not None:
             on_stage(report)

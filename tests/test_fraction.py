@@ -96,7 +96,7 @@ def test_p_falls_when_the_augmented_images_hurt_the_clean_held_out_loss(tmp_path
 
 def test_p_rises_when_the_augmented_images_are_what_the_held_out_images_look_like(tmp_path: Path, digits8) -> None:  # type: ignore[no-untyped-def]
     run = loop.SearchRun(recipe_from_dict(_raw(tmp_path)), digits8)
-    run.val_split.x = 255 - run.val_split.x  # held-out digits are inverted ...
+    run.feed.splits["val"].x = 255 - run.feed.splits["val"].x  # held-out digits are inverted ...
     run.policy.apply = lambda images, sample: 1.0 - images  # ... and so are the augmented ones
     run.run()
     assert run.fraction.value > 0.8

@@ -237,7 +237,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path: Pat
     before = checkpoint.read_bytes()
     monkeypatch.setattr(loop.F, "cross_entropy",
                         lambda logits, *a, **k: torch.full((len(logits),), float("nan"), requires_grad=True))
-    with pytest.raises(DhaError, match="loss became nan"):
+    with pytest.raises(DhaError, match="loss became non-finite at epoch 1, step 1"):
         loop.run_search(_recipe(tmp_path, epochs=1), digits8)
     assert checkpoint.read_bytes() == before
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dha_pipeline.data.batches import ArraySource
+from dha_pipeline.data.batches import ArraySource, BatchSource
 from dha_pipeline.data.images import decode_files, unreadable_images
 from dha_pipeline.data.source import SPLITS, ImageFiles, SourceData, SourceSplit, load_source
 from dha_pipeline.errors import DhaError
@@ -28,11 +28,14 @@ from dha_pipeline.progress import progress_bar
 from dha_pipeline.recipe import DataConfig
 
 CACHE_FORMAT = 1
+MEMORY = "memory"
+FILES = "files"
 
 
 @dataclass
 class PreparedData:
-    """Model-ready splits: x uint8 NHWC at the recipe's size, y int64 labels (only the splits loaded)."""
+    """Model-ready splits (only the splits loaded): in memory, x uint8 NHWC at the recipe's size and y
+    int64 labels; streamed, a file index per split (`indexes`) that workers decode."""
 
     classes: list[str]
     x: dict[str, np.ndarray]
@@ -40,6 +43,17 @@ class PreparedData:
     mean: list[float]
     std: list[float]
     manifest: dict[str, Any]
+    indexes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def storage(self) -> str:
+        """'memory' (pixels in the cache) or 'files' (an index; the pixels stay in the image files)."""
+        return str(self.manifest.get("storage", MEMORY))
+
+    @property
+    def eval_crop(self) -> float:
+        """How evaluation views an image: 1 = whole image to a square, < 1 = the center crop."""
+        return float(self.manifest.get("eval_crop", 1.0))
 
     @property
     def channels(self) -> int:
@@ -51,8 +65,15 @@ class PreparedData:
         """Side of the square images."""
         return int(self.manifest["image_size"])
 
-    def source(self, split: str) -> ArraySource:
-        """The batch source of one loaded split."""
+    def source(self, split: str, workers: int = -1) -> BatchSource:
+        """The batch source of one loaded split (streamed splits read through `workers` processes, -1 = auto)."""
+        if self.storage == FILES:
+            from dha_pipeline.data.stream import FileSource, auto_workers
+
+            if split not in self.indexes:
+                raise KeyError(f"split '{split}' was not loaded")
+            return FileSource(self.indexes[split], self.image_size, self.channels, self.eval_crop,
+                              auto_workers() if workers < 0 else workers)
         if split not in self.x:
             raise KeyError(f"split '{split}' was not loaded")
         return ArraySource(self.x[split], self.y[split])
@@ -71,7 +92,7 @@ def _target_channels(config: DataConfig, splits: dict[str, SourceSplit]) -> int:
     return 1
 
 
-def _to_grid(split: SourceSplit, size: int, channels: int, description: str) -> np.ndarray:
+def _to_grid(split: SourceSplit, size: int, channels: int, description: str, crop: float = 1.0) -> np.ndarray:
     """Resize and convert every image of a split to uint8 NHWC (vectorized when nothing changes)."""
     images = split.images
     if isinstance(images, np.ndarray):
@@ -82,7 +103,7 @@ def _to_grid(split: SourceSplit, size: int, channels: int, description: str) -> 
     with progress_bar() as progress:
         task = progress.add_task(description, total=len(images))
         for index, image in enumerate(images):
-            out[index] = prepare_image(image, size, channels)
+            out[index] = prepare_image(image, size, channels, crop)
             progress.advance(task)
     return out
 
@@ -163,41 +184,103 @@ def _decoded(splits: dict[str, SourceSplit], names: tuple[str, ...], skip_bad: b
     return decoded, bad, fingerprint
 
 
-def build_dataset(config: DataConfig) -> PreparedData:
-    """Read `config.dataset` and return fixed splits, resized to `config.image_size`, with train statistics."""
-    source = load_source(config.dataset, download=config.download)
-    size = config.image_size
-    splits, bad_files, files_fingerprint = _decoded(_planned_splits(config, source), SPLITS, config.skip_bad)
-    channels = _target_channels(config, splits)
-    x = {name: _to_grid(splits[name], size, channels, f"resizing {name}") for name in SPLITS}
-    y = {name: splits[name].labels for name in SPLITS}
-    mean, std = _channel_stats(x["train"])
-    manifest = {
+def choose_storage(config: DataConfig, splits: dict[str, SourceSplit]) -> str:
+    """'files' or 'memory' for these splits, as `data.storage` says ('auto': files when the pixels at the
+    model's size would pass `data.memory_limit_mb`)."""
+    from_files = all(isinstance(split.images, ImageFiles) for split in splits.values())
+    if config.storage == FILES and not from_files:
+        raise DhaError(f"data.storage = 'files' streams image files, and '{config.dataset}' is not a folder of them",
+                       "use data.storage = 'memory' (or 'auto'), or an imagefolder:/imagenet: dataset")
+    if config.storage != "auto":
+        return config.storage
+    channels = 3 if config.channels == "auto" else int(config.channels)
+    pixels = sum(len(split) for split in splits.values()) * config.image_size ** 2 * channels
+    return FILES if from_files and pixels > config.memory_limit_mb * 2**20 else MEMORY
+
+
+def _manifest(config: DataConfig, source: SourceData, channels: int, mean: list[float], std: list[float],
+              labels: dict[str, np.ndarray], fingerprint: str | None, bad_files: list[str], storage: str
+              ) -> dict[str, Any]:
+    return {
         "format": CACHE_FORMAT,
         "dataset": config.dataset,
+        "storage": storage,
         "classes": source.classes,
-        "image_size": size,
+        "image_size": config.image_size,
         "channels": channels,
         "resize": RESIZE_FILTER,
+        "eval_crop": config.eval_crop,
         "mean": mean,
         "std": std,
         "split": {"val_fraction": config.val_fraction, "test_fraction": config.test_fraction,
                   "split_seed": config.split_seed, "train_subset": config.train_subset,
                   "given": sorted(source.splits)},
-        "counts": {name: np.bincount(y[name], minlength=len(source.classes)).tolist() for name in SPLITS},
-        "source_sha256": source.fingerprint or files_fingerprint,
+        "counts": {name: np.bincount(labels[name], minlength=len(source.classes)).tolist() for name in SPLITS},
+        "source_sha256": source.fingerprint or fingerprint,
         "bad_files": bad_files,
     }
+
+
+def build_dataset(config: DataConfig) -> PreparedData:
+    """Read `config.dataset` and return fixed splits, resized to `config.image_size`, with train statistics
+    (or, for streamed storage, a file index per split and statistics from a sample of train images)."""
+    source = load_source(config.dataset, download=config.download)
+    planned = _planned_splits(config, source)
+    if choose_storage(config, planned) == FILES:
+        return _build_index(config, source, planned)
+    size = config.image_size
+    splits, bad_files, files_fingerprint = _decoded(planned, SPLITS, config.skip_bad)
+    channels = _target_channels(config, splits)
+    x = {name: _to_grid(splits[name], size, channels, f"resizing {name}", config.eval_crop) for name in SPLITS}
+    y = {name: splits[name].labels for name in SPLITS}
+    mean, std = _channel_stats(x["train"])
+    manifest = _manifest(config, source, channels, mean, std, y, files_fingerprint, bad_files, MEMORY)
     return PreparedData(source.classes, x, y, mean, std, manifest)
 
 
-def build_split(config: DataConfig, split: str, *, image_size: int, channels: int) -> tuple[list[str], ArraySource]:
+def _build_index(config: DataConfig, source: SourceData, planned: dict[str, SourceSplit]) -> PreparedData:
+    """The streamed form of `build_dataset`: headers read, a sample of train images decoded, no pixels kept."""
+    from dha_pipeline.data.stream import index_files, sample_statistics
+
+    indexes, bad_files = {}, []
+    for name in SPLITS:
+        files = planned[name].images
+        assert isinstance(files, ImageFiles)
+        indexes[name], bad = index_files(files.paths, planned[name].labels, files.root, skip_bad=True,
+                                         description=f"indexing {name}")
+        bad_files += bad
+    if bad_files and not config.skip_bad:
+        raise unreadable_images(bad_files)
+    channels, mean, std = sample_statistics(indexes["train"], config)
+    digest = hashlib.sha256()
+    for name in SPLITS:
+        for array in indexes[name].arrays().values():
+            digest.update(np.ascontiguousarray(array).tobytes())
+    labels = {name: indexes[name].labels for name in SPLITS}
+    manifest = _manifest(config, source, channels, mean, std, labels, digest.hexdigest(), bad_files, FILES)
+    manifest["root"] = str(indexes["train"].root)
+    return PreparedData(source.classes, {}, labels, mean, std, manifest, indexes)
+
+
+def build_split(config: DataConfig, split: str, *, image_size: int, channels: int
+                ) -> tuple[list[str], BatchSource]:
     """The classes and one split of `config.dataset`, made as `build_dataset` makes it, decoding only
-    that split's images (a split carved from train reads train's labels, not its pixels)."""
+    that split's images (a split carved from train reads train's labels, not its pixels). A split that
+    would pass `data.memory_limit_mb` is read from its files batch by batch."""
     source = load_source(config.dataset, download=config.download)
-    splits, _, _ = _decoded(_planned_splits(config, source), (split,), config.skip_bad)
-    return source.classes, ArraySource(_to_grid(splits[split], image_size, channels, f"resizing {split}"),
-                                       splits[split].labels)
+    planned = _planned_splits(config, source)
+    if choose_storage(config, {split: planned[split]}) == FILES:
+        from dha_pipeline.data.stream import FileSource, auto_workers, index_files
+
+        files = planned[split].images
+        assert isinstance(files, ImageFiles)
+        index, _ = index_files(files.paths, planned[split].labels, files.root, skip_bad=config.skip_bad,
+                               description=f"indexing {split}")
+        return source.classes, FileSource(index, image_size, channels, config.eval_crop, auto_workers(),
+                                          config.skip_bad)
+    splits, _, _ = _decoded(planned, (split,), config.skip_bad)
+    return source.classes, ArraySource(_to_grid(splits[split], image_size, channels, f"resizing {split}",
+                                                config.eval_crop), splits[split].labels)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -205,12 +288,19 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(handle, array, allow_pickle=False)
 
 
+def _cached_arrays(data: PreparedData, split: str) -> list[tuple[str, np.ndarray]]:
+    if data.storage == FILES:
+        return list(data.indexes[split].arrays().items())
+    return [("x", data.x[split]), ("y", data.y[split])]
+
+
 def save_cache(data: PreparedData, directory: str | Path) -> Path:
-    """Write the arrays as .npy files and the manifest with their sha256 sums."""
+    """Write the arrays (pixels and labels, or the file index) as .npy files and the manifest with their
+    sha256 sums."""
     directory = Path(directory)
     files = {}
     for split in SPLITS:
-        for kind, array in (("x", data.x[split]), ("y", data.y[split])):
+        for kind, array in _cached_arrays(data, split):
             name = cache_file(split, kind)
             write_with(directory / name, lambda tmp, a=array: _save_npy(tmp, a))
             files[name] = sha256_file(directory / name)
@@ -238,13 +328,26 @@ def load_cache(directory: str | Path, splits: tuple[str, ...] = SPLITS) -> Prepa
     """Read the named splits of a cache written by `save_cache`, verifying each file's sha256."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    x, y = {}, {}
+    streamed = manifest.get("storage") == FILES
+    kinds = ("files", "y", "sizes") if streamed else ("x", "y")
+    arrays: dict[str, dict[str, np.ndarray]] = {kind: {} for kind in kinds}
     for split in splits:
-        for kind, store in (("x", x), ("y", y)):
+        for kind in kinds:
             name = cache_file(split, kind)
             path = directory / name
             if not path.is_file() or sha256_file(path) != manifest["files"].get(name):
                 raise DhaError(f"dataset cache file '{path}' is missing or corrupt",
                                "rerun `dha prepare RECIPE --force`")
-            store[split] = np.load(path, allow_pickle=False)
-    return PreparedData(manifest["classes"], x, y, manifest["mean"], manifest["std"], manifest)
+            arrays[kind][split] = np.load(path, allow_pickle=False)
+    indexes: dict[str, Any] = {}
+    if streamed:
+        from dha_pipeline.data.stream import FileIndex
+
+        root = Path(manifest["root"])
+        if not root.is_dir():
+            raise DhaError(f"the image folder '{root}' the cache indexes is gone",
+                           "put the images back there, or rerun `dha prepare RECIPE --force`")
+        indexes = {split: FileIndex(root, arrays["files"][split], arrays["y"][split], arrays["sizes"][split])
+                   for split in splits}
+    return PreparedData(manifest["classes"], arrays.get("x", {}), arrays["y"], manifest["mean"], manifest["std"],
+                        manifest, indexes)

@@ -32,10 +32,19 @@ class Standardize:
 class DeviceSplit:
     """A whole split as uint8 NCHW on the device (small and medium data sets)."""
 
-    def __init__(self, source: BatchSource, device: torch.device) -> None:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    @classmethod
+    def read(cls, source: BatchSource, device: torch.device) -> DeviceSplit:
+        """The whole of `source` on `device`."""
         images, labels = next(iter(source.batches(len(source))))
-        self.x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
-        self.y = torch.from_numpy(np.asarray(labels)).to(device)
+        return cls(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device),
+                   torch.from_numpy(np.asarray(labels)).to(device))
+
+    def shard(self, process: int, processes: int) -> DeviceSplit:
+        """Every `processes`-th sample from `process` on (a view): one rank's part of validation."""
+        return DeviceSplit(self.x[process::processes], self.y[process::processes])
 
     def __len__(self) -> int:
         return len(self.y)
@@ -48,3 +57,11 @@ class DeviceSplit:
         """The split in order, `batch_size` samples at a time."""
         for start in range(0, len(self), batch_size):
             yield self.take(slice(start, start + batch_size))
+
+
+def rank_indices(order: torch.Tensor, step: int, global_batch: int, process: int, processes: int) -> torch.Tensor:
+    """This rank's samples of step `step`: every `processes`-th index of the step's global batch, from
+    `process` on. Over an epoch each rank gets exactly what a DistributedSampler (no shuffling of its own,
+    drop_last) over `order` gives it, and the ranks together see the global batch of one process."""
+    start = step * global_batch
+    return order[start:start + global_batch][process::processes]

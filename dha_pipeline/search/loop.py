@@ -26,9 +26,22 @@ from torch.nn import functional as F
 
 from dha_pipeline.augment.base import BaseAugment
 from dha_pipeline.data.cache import PreparedData
-from dha_pipeline.data.device import DeviceSplit, Standardize, to_unit
+from dha_pipeline.data.device import Standardize, to_unit
 from dha_pipeline.device import resolve_device
-from dha_pipeline.distributed import all_average, is_main_process
+from dha_pipeline.distributed import (
+    agreed_float,
+    all_average,
+    all_sum,
+    average_buffers,
+    barrier,
+    broadcast_module,
+    gather_objects,
+    is_main_process,
+    rank,
+    rank_seed,
+    training_device,
+    world_size,
+)
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import write_json
 from dha_pipeline.latency import prepared_table
@@ -37,17 +50,19 @@ from dha_pipeline.recipe import SEARCH_SECTIONS, Recipe
 from dha_pipeline.search import observe
 from dha_pipeline.search.architecture import ArchitectureLearner, ChildCost
 from dha_pipeline.search.checkpoint import load_checkpoint, save_checkpoint
+from dha_pipeline.search.feed import Feed
 from dha_pipeline.search.fraction import FractionLearner
 from dha_pipeline.search.hpo import HyperSGD, held_in_gradients, optimizer_gradients
 from dha_pipeline.search.hyper import HyperLearner
 from dha_pipeline.search.phase import Phase
 from dha_pipeline.search.policy import PolicyLearner
+from dha_pipeline.search.replicas import compare, fingerprints
 from dha_pipeline.search.result import SearchResult
 from dha_pipeline.spaces.base import DataShape, Genotype
 from dha_pipeline.spaces.cost import count_macs, count_params
 from dha_pipeline.spaces.registry import get_space
 
-CHECKPOINT_FORMAT = 3
+CHECKPOINT_FORMAT = 4
 
 
 @dataclass
@@ -88,24 +103,26 @@ class SearchRun:
         self.data = data
         self.space = get_space(recipe.model.space)
         self.shape = DataShape(len(data.classes), data.channels, data.image_size)
-        self.device = resolve_device(recipe.device)
-        torch.manual_seed(recipe.seed)
-        self.generator = torch.Generator().manual_seed(recipe.seed)
+        self.device = training_device(resolve_device(recipe.device))
+        self.rank, self.world = rank(), world_size()
+        torch.manual_seed(recipe.seed)  # the network's initial weights: the same on every rank
+        self.generator = torch.Generator().manual_seed(rank_seed(recipe.seed, self.rank))  # this rank's own draws
         self.components = set(recipe.search.components)
         self.mode = recipe.search.mode
         self.phase = Phase.SEARCH if "nas" in self.components else Phase.TRAIN
-        self.train_split = DeviceSplit(data.source("train"), self.device)
-        self.val_split = DeviceSplit(data.source("val"), self.device)
+        self.feed = Feed(data, recipe, self.device, self.rank, self.world)
         self.standardize = Standardize(data.mean, data.std, self.device)
-        self.base_augment = BaseAugment(recipe.augment.crop_padding, recipe.augment.hflip, recipe.augment.cutout,
+        hflip = recipe.augment.hflip and not self.feed.streamed  # streamed images were flipped by the workers
+        self.base_augment = BaseAugment(recipe.augment.crop_padding, hflip, recipe.augment.cutout,
                                         recipe.augment.trivial_augment)
-        self.batch_size = min(recipe.train.batch_size, len(self.train_split))
-        self.steps_per_epoch = len(self.train_split) // self.batch_size
+        self.global_batch, self.batch_size = self.feed.global_batch, self.feed.local_batch
+        self.steps_per_epoch = self.feed.steps_per_epoch
         self.latency = prepared_table(recipe, self.space, self.shape) if recipe.search.max_latency_ms else None
         self.build(self.active_components())
+        torch.manual_seed(rank_seed(recipe.seed, self.rank))  # drop-path masks differ per rank from here on
         self.epoch = 0
         self.step_in_epoch = 0
-        self.order = torch.randperm(len(self.train_split), generator=self.generator)
+        self.first_bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)
         self.history: list[dict[str, Any]] = []
         self.logs = observe.empty_logs()
         self.elapsed = 0.0
@@ -133,6 +150,7 @@ class SearchRun:
             name = space.default_genotype if recipe.model.genotype == "auto" else recipe.model.genotype
             self.genotype_trained = genotype or space.known_genotype(name, recipe.model)
             self.network = space.network(recipe.model, self.shape, self.genotype_trained).to(self.device)
+        broadcast_module(self.network)
         train = recipe.train
         self.theta = HyperSGD(self.network.parameters(), lr=train.lr, momentum=train.momentum,
                               weight_decay=train.weight_decay, grad_clip=train.grad_clip)
@@ -174,9 +192,9 @@ class SearchRun:
         return params
 
     # ---- one step ------------------------------------------------------------------------------
-    def train_step(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One joint step on the training samples at `index`; returns (loss, accuracy) as device scalars."""
-        images, labels = self.train_split.take(index)
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One joint step on this rank's part of the batch (uint8 NCHW images on the device); returns (loss,
+        accuracy) as device scalars."""
         images = self.base_augment(to_unit(images), self.generator)
         step = self.epoch * self.steps_per_epoch + self.step_in_epoch
         sample, augmented, measure = None, None, False
@@ -195,10 +213,6 @@ class SearchRun:
         logits, aux_logits = self.forward_train(self.standardize(images))
         per_sample = self.per_sample_loss(logits, aux_logits, labels)
         loss = per_sample.mean()
-        if not torch.isfinite(loss):
-            raise DhaError(f"training loss became {loss.item()} at epoch {self.epoch + 1}; the last good "
-                           f"checkpoint is kept in '{self.layout.checkpoint}'",
-                           "lower train.lr (or hpo.lr_high) and keep train.grad_clip > 0")
         self.zero_grad()
         augmented_loss = per_sample if augmented is None else per_sample[augmented]
         objective = loss if sample is None else loss + self.policy.loss(sample, augmented_loss)
@@ -206,10 +220,14 @@ class SearchRun:
         if measure:  # g_aug: the augmented part's summed loss, backpropagated alone first
             aug_grads = optimizer_gradients(augmented_loss.sum(), self.theta, retain_graph=True)
         objective.backward()
-        all_average(p.grad for p in self.learned_parameters())
-        if aug_grads is not None:
-            all_average(aug_grads)
-            self.fraction.remember(aug_grads, [p.grad for p in self.theta.flat_params()], len(augmented), len(labels))
+        bad = (~torch.isfinite(loss)).float()  # reduced with the gradients: a bad loss on any rank is seen by all
+        all_average([*(p.grad for p in self.learned_parameters()), bad])
+        self.note_bad_step(bad, step)
+        if aug_grads is not None:  # the augmented part's gradient and size, summed over the global batch
+            n_augmented = torch.full((1,), float(len(augmented)), device=self.device)
+            all_sum([*(grad for grad in aug_grads if grad is not None), n_augmented])
+            self.fraction.remember(aug_grads, [p.grad for p in self.theta.flat_params()], int(n_augmented.item()),
+                                   self.global_batch)
         self.hyper.step(self.theta, step, self.elapsed,
                         (self.network, self.held_in_loss) if self.hyper.estimator == "held_in" else None)
         if self.policy is not None:
@@ -224,13 +242,26 @@ class SearchRun:
         accuracy = (logits.argmax(1) == labels).float().mean()
         return loss.detach(), accuracy
 
+    def note_bad_step(self, bad: torch.Tensor, step: int) -> None:
+        """Remember (on the device, no host read) the first step whose loss was not finite on some rank."""
+        first_bad = torch.where((bad > 0) & (self.first_bad_step < 0), step, self.first_bad_step)
+        self.first_bad_step = first_bad
+
+    def check_finite(self) -> None:
+        """Stop (on every rank alike) when a step's loss was not finite; called before every checkpoint and
+        validation, so the last checkpoint on disk is always a good one."""
+        first_bad = int(self.first_bad_step)
+        if first_bad < 0:
+            return
+        epoch, step = divmod(first_bad, self.steps_per_epoch)
+        raise DhaError(f"training loss became non-finite at epoch {epoch + 1}, step {step + 1}; the last good "
+                       f"checkpoint is kept in '{self.layout.checkpoint}'",
+                       "lower train.lr (or hpo.lr_high) and keep train.grad_clip > 0")
+
     def clean_loss(self) -> torch.Tensor:
         """The loss p's hypergradient is measured on: a clean (un-augmented) batch of `augment.fraction_data`."""
         assert self.fraction is not None
-        split = self.val_split if self.fraction.data == "val" else self.train_split
-        size = min(self.batch_size, len(split))
-        index = torch.randint(0, len(split), (size,), generator=self.generator)
-        images, labels = split.take(index.to(self.device))
+        images, labels = self.feed.random_batch(self.fraction.data, self.batch_size, self.generator)
         return F.cross_entropy(self.forward_train(self.standardize(to_unit(images)))[0], labels)
 
     def per_sample_loss(self, logits: torch.Tensor, aux_logits: torch.Tensor | None,
@@ -253,27 +284,30 @@ class SearchRun:
 
     def held_in_loss(self) -> torch.Tensor:
         """The `held_in` estimator's loss: a batch drawn from the training set, base-augmented, at theta'."""
-        index = torch.randint(0, len(self.train_split), (self.batch_size,), generator=self.generator)
-        images, labels = self.train_split.take(index.to(self.device))
+        images, labels = self.feed.random_batch("train", self.batch_size, self.generator)
         inputs = self.standardize(self.base_augment(to_unit(images), self.generator))
         return F.cross_entropy(self.forward_train(inputs)[0], labels)
 
     # ---- epochs ----------------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> tuple[float, float]:
-        """Mean cross-entropy and top-1 of the current network (eval mode) on the whole val split."""
+        """Mean cross-entropy and top-1 of the current network (eval mode) on the whole val split (each rank
+        scores its shard; the sums are reduced)."""
         self.network.eval()
         loss = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.float64, device=self.device)
-        for images, labels in self.val_split.batches(self.recipe.train.eval_batch_size):
+        for images, labels in self.feed.val.batches(self.recipe.train.eval_batch_size):
             logits = self.forward_train(self.standardize(to_unit(images)))[0]
             loss += F.cross_entropy(logits, labels, reduction="sum")
             correct += (logits.argmax(1) == labels).sum()
-        count = len(self.val_split)
+        all_sum([loss, correct])
+        count = self.feed.val_size
         return float(loss) / count, float(correct) / count
 
     def end_of_epoch(self, train_loss: float, train_top1: float, seconds: float) -> None:
         """Validation, per-epoch logs, recovery and freezing (search phase), phase change, next data order."""
+        self.check_finite()
+        average_buffers(self.network)
         val_loss, val_top1 = self.validate()
         epoch = self.epoch + 1
         row: dict[str, Any] = {"epoch": epoch, "phase": self.phase.value, "train_loss": train_loss,
@@ -294,7 +328,7 @@ class SearchRun:
         self.history.append(row)
         self.epoch += 1
         self.step_in_epoch = 0
-        self.order = torch.randperm(len(self.train_split), generator=self.generator)
+        self.feed.next_epoch()
         self.maybe_end_search_phase()
 
     def maybe_end_search_phase(self) -> None:
@@ -345,30 +379,28 @@ class SearchRun:
                 self.network.train()
                 loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
                 correct_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-                steps_run = 0
-                order = self.order.to(self.device)
-                while self.step_in_epoch < self.steps_per_epoch:
-                    start = self.step_in_epoch * self.batch_size
-                    loss, accuracy = self.train_step(order[start:start + self.batch_size])
+                samples = 0
+                for images, labels in self.feed.epoch(self.epoch, self.step_in_epoch):
+                    loss, accuracy = self.train_step(images, labels)
                     self.step_in_epoch += 1
-                    loss_sum += loss.double() * self.batch_size
-                    correct_sum += accuracy.double() * self.batch_size
-                    steps_run += 1
+                    loss_sum += loss.double() * len(labels)
+                    correct_sum += accuracy.double() * len(labels)
+                    samples += len(labels)
                     if live:  # a host read per step, for the live bar only
-                        progress.update(task, advance=1, loss=float(loss_sum) / (steps_run * self.batch_size),
-                                        acc=float(correct_sum) / (steps_run * self.batch_size),
+                        progress.update(task, advance=1, loss=float(loss_sum) / samples,
+                                        acc=float(correct_sum) / samples,
                                         lr=self.hyper.scheduled_lr,
                                         wd=self.hyper.weight_decay, frozen=self.frozen_count())
                     if every and self.step_in_epoch % every == 0 and self.step_in_epoch < self.steps_per_epoch:
                         lap = time.perf_counter() - started
-                        self.elapsed += lap
+                        self.elapsed = agreed_float(self.elapsed + lap)
                         epoch_seconds += lap
                         started = time.perf_counter()
                         self.save()
-                train_loss, train_top1 = self.epoch_means(loss_sum, correct_sum, steps_run)
+                train_loss, train_top1 = self.epoch_means(loss_sum, correct_sum, samples)
                 lap = time.perf_counter() - started
                 self.end_of_epoch(train_loss, train_top1, epoch_seconds + lap)
-                self.elapsed += lap
+                self.elapsed = agreed_float(self.elapsed + lap)
                 progress.update(task, description=f"epoch {self.epoch}/{train.epochs} val "
                                                   f"{self.history[-1]['val_top1']:.3f}", frozen=self.frozen_count())
                 self.save()
@@ -376,10 +408,12 @@ class SearchRun:
                     log_line(self.epoch_line())
                     observe.write_logs(self.layout, self.history, self.logs)
 
-    def epoch_means(self, loss_sum: torch.Tensor, correct_sum: torch.Tensor, steps_run: int) -> tuple[float, float]:
-        """Mean training loss and top-1 over the samples of the steps run this epoch (sums weighted by batch size)."""
-        samples = max(steps_run, 1) * self.batch_size
-        return float(loss_sum) / samples, float(correct_sum) / samples
+    def epoch_means(self, loss_sum: torch.Tensor, correct_sum: torch.Tensor, samples: int) -> tuple[float, float]:
+        """Mean training loss and top-1 over the samples of the steps run this epoch, on every rank (the
+        per-rank sums weighted by batch size, summed over ranks)."""
+        count = torch.full((), float(samples), dtype=torch.float64, device=self.device)
+        all_sum([loss_sum, correct_sum, count])
+        return float(loss_sum) / max(float(count), 1.0), float(correct_sum) / max(float(count), 1.0)
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
@@ -392,13 +426,17 @@ class SearchRun:
                 "theta": self.theta.state_dict(), "arch": part(self.arch), "policy": part(self.policy),
                 "fraction": part(self.fraction),
                 "hyper": self.hyper.state_dict(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                "order": self.order, "elapsed": self.elapsed, "history": self.history, "logs": self.logs,
-                "rng": _rng_state(self.generator)}
+                "feed": self.feed.state_dict(), "elapsed": self.elapsed,
+                "history": self.history, "logs": self.logs}
 
     def save(self) -> None:
-        """Atomic checkpoint (main process only)."""
+        """Atomic checkpoint, written by the main process: the state every rank shares, and each rank's own
+        random streams (collected from all ranks, so every rank must call this)."""
+        self.check_finite()
+        average_buffers(self.network)
+        streams = gather_objects(_rng_state(self.generator))
         if is_main_process():
-            save_checkpoint(self.checkpoint_state(), self.layout.checkpoint)
+            save_checkpoint({**self.checkpoint_state(), "rng": streams}, self.layout.checkpoint)
 
     def restore(self) -> bool:
         """Continue from the checkpoint if one exists; False when there is none."""
@@ -412,6 +450,9 @@ class SearchRun:
         if state["recipe_sha256"] != self.settings_sha256:
             raise DhaError(f"checkpoint '{path}' was written by a different recipe",
                            "resume with the same recipe, or start over with --force")
+        if len(state["rng"]) != self.world:
+            raise DhaError(f"checkpoint '{path}' was written by {len(state['rng'])} process(es), not {self.world}",
+                           f"resume with --nproc {len(state['rng'])} (or start over with --force)")
         self.phase = Phase(state["phase"])
         if self.phase is Phase.TRAIN and self.mode == "sequential":
             self.build(self.active_components(), self.space.genotype_from_dict(state["genotype"]))
@@ -425,11 +466,21 @@ class SearchRun:
             self.fraction.load_state_dict(state["fraction"])
         self.hyper.load_state_dict(state["hyper"])
         self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
-        self.order = state["order"].cpu()
+        self.feed.load_state_dict(state["feed"])
         self.elapsed = float(state["elapsed"])
         self.history, self.logs = state["history"], state["logs"]
-        _restore_rng(self.generator, state["rng"])
+        _restore_rng(self.generator, state["rng"][self.rank])
         return True
+
+    def replica_parts(self) -> dict[str, Any]:
+        """The learned state that must be identical on every rank, and this rank's own random stream."""
+        def part(learner: Any) -> Any:
+            return None if learner is None else learner.state_dict()
+
+        return {"theta": self.network.state_dict(), "b": None if self.arch is None else self.arch.parameters(),
+                "tau": None if self.policy is None else self.policy.parameters(), "eta": self.hyper.state_dict(),
+                "p": part(self.fraction), "genotype": self.genotype().to_dict(),
+                "own_stream": self.generator.get_state()}
 
     def hyperparameters(self) -> dict[str, Any]:
         """eta as the hyper learner reports it, and p (the augmented share) when the policy is on."""
@@ -467,16 +518,22 @@ def run_search(recipe: Recipe, data: PreparedData, *, resume: bool = False) -> S
     genotype = run.genotype()
     params, macs, latency_ms = run.child_cost(genotype)
     layout = run.layout
+    replicas = compare(gather_objects(fingerprints(run.replica_parts()))) if run.world > 1 else None
     plots = observe.write_plots(layout, run.history, run.logs, run.policy, run.space,
                                 run.space.decision_points(run.recipe.model), genotype.to_dict())
     if is_main_process():
+        if replicas is not None and not replicas["shared_parts_agree"]:
+            log_line(f"warning: the {run.world} processes ended with different {', '.join(replicas['disagree'])}; "
+                     f"rank 0's model is kept (see 'replicas' in {layout.summary})")
         result = run.result()
         result.save(layout.result)
         write_json(layout.genotype, result.genotype)
         write_json(layout.summary,
                    {"space": result.space, "mode": run.mode, "components": result.components, "epochs": run.epoch,
                     "phase": run.phase.value, "params": params, "macs": macs,
-                    **({} if latency_ms is None else {"predicted_latency_ms": latency_ms}), "genotype": result.genotype,
+                    **({} if latency_ms is None else {"predicted_latency_ms": latency_ms}),
+                    **({} if replicas is None else {"replicas": replicas}), "genotype": result.genotype,
                     "hyperparameters": result.hyperparameters, "da_policy": result.da_policy,
                     "final": run.history[-1] if run.history else {}, "seconds": run.elapsed})
+    barrier()  # the other ranks read what rank 0 just wrote
     return SearchOutcome(run.history, genotype, params, macs, run.elapsed, layout.checkpoint, resumed_from, plots)
