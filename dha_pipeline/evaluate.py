@@ -48,7 +48,8 @@ def data_config_for(metadata: dict[str, Any], dataset: str | None, *, download: 
                       channels=str(metadata["input"]["channels"]),
                       val_fraction=split.get("val_fraction", DataConfig.val_fraction),
                       test_fraction=split.get("test_fraction", DataConfig.test_fraction),
-                      split_seed=split.get("split_seed", DataConfig.split_seed), download=download)
+                      split_seed=split.get("split_seed", DataConfig.split_seed),
+                      eval_crop=metadata["input"].get("crop", 1.0), download=download)
 
 
 def measure_latency(backend: Backend, sample: np.ndarray, runs: int) -> dict[str, float]:
@@ -104,6 +105,7 @@ def evaluate_model(model_path: str | Path, source: BatchSource, *, dataset: str,
             labels[done:done + len(images)] = batch_labels
             done += len(images)
             progress.advance(task, len(images))
+    logits, labels = logits[:done], labels[:done]  # a streamed split may skip unreadable files (data.skip_bad)
     top1 = topk_correct(logits, labels, 1)
     top5 = topk_correct(logits, labels, 5)
     predictions = logits.argmax(1)

@@ -218,8 +218,9 @@ def export(recipe: Recipe, *, force: bool = False) -> StageReport:
 
     def work() -> dict[str, Any]:
         count = recipe.export.parity_samples
-        val = load_cache(layout.cache, ("val",)).source("val")
-        train = load_cache(layout.cache, ("train",)).source("train") if len(val) < count else None
+        skip_bad = recipe.data.skip_bad
+        val = load_cache(layout.cache, ("val",)).source("val", skip_bad=skip_bad)
+        train = load_cache(layout.cache, ("train",)).source("train", skip_bad=skip_bad) if len(val) < count else None
         images, images_source = parity_images(val, train, count)
         result = export_child(load_child(layout.child), recipe.name, images, images_source, recipe.export, formats,
                               exports)
@@ -244,7 +245,8 @@ def evaluate(recipe: Recipe, *, force: bool = False) -> StageReport:
 
     def work() -> dict[str, Any]:
         data = load_cache(layout.cache, (split,))
-        result = evaluate_model(model, data.source(split), dataset=data.manifest["dataset"], split=split,
+        source = data.source(split, skip_bad=recipe.data.skip_bad)
+        result = evaluate_model(model, source, dataset=data.manifest["dataset"], split=split,
                                 classes=data.classes, batch_size=recipe.evaluate.batch_size,
                                 latency_runs=recipe.evaluate.latency_runs, out=layout.exports.evaluation)
         return summary(result.report)

@@ -65,15 +65,16 @@ class PreparedData:
         """Side of the square images."""
         return int(self.manifest["image_size"])
 
-    def source(self, split: str, workers: int = -1) -> BatchSource:
-        """The batch source of one loaded split (streamed splits read through `workers` processes, -1 = auto)."""
+    def source(self, split: str, workers: int = -1, skip_bad: bool = False) -> BatchSource:
+        """The batch source of one loaded split (streamed splits read through `workers` processes, -1 = auto;
+        an unreadable file stops them with its path, or is left out when `skip_bad`)."""
         if self.storage == FILES:
             from dha_pipeline.data.stream import FileSource, auto_workers
 
             if split not in self.indexes:
                 raise KeyError(f"split '{split}' was not loaded")
             return FileSource(self.indexes[split], self.image_size, self.channels, self.eval_crop,
-                              auto_workers() if workers < 0 else workers)
+                              auto_workers() if workers < 0 else workers, skip_bad)
         if split not in self.x:
             raise KeyError(f"split '{split}' was not loaded")
         return ArraySource(self.x[split], self.y[split])

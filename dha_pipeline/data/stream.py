@@ -199,7 +199,7 @@ def _collate(items: list[tuple[Any, int, str | None]]) -> tuple[torch.Tensor, to
     bad = [path for _, _, path in items if path is not None]
     if not good:
         return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), bad
-    pixels = [torch.as_tensor(p) for p, _ in good]
+    pixels = [torch.from_numpy(np.array(p)) if isinstance(p, np.ndarray) else p for p, _ in good]
     return torch.stack(pixels), torch.tensor([label for _, label in good], dtype=torch.int64), bad
 
 
@@ -341,7 +341,7 @@ class ProbeStream:
         self.draws += 1
         if bad and not self.source.skip_bad:
             raise unreadable_images(bad)
-        return (pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2),
+        return (pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).contiguous(),
                 labels.to(self.device, non_blocking=True))
 
 
@@ -358,5 +358,5 @@ class StreamedSplit:
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(uint8 NCHW, labels) on the device."""
         for pixels, labels in self.source.tensors(batch_size, self.device):
-            yield pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2), labels.to(self.device,
-                                                                                        non_blocking=True)
+            yield (pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).contiguous(),
+                   labels.to(self.device, non_blocking=True))

@@ -101,7 +101,8 @@ def build_metadata(child: Child, name: str) -> dict[str, Any]:
     return {
         "name": name,
         "classes": child.classes,
-        "input": input_spec(child.image_size, child.channels, child.mean, child.std),
+        "input": input_spec(child.image_size, child.channels, child.mean, child.std,
+                            float(info["data"].get("eval_crop", 1.0))),
         "search_space": info["search_space"],
         "genotype": info["genotype"],
         "components": info["components"],

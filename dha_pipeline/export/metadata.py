@@ -31,11 +31,14 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def input_spec(image_size: int, channels: int, mean: list[float], std: list[float]) -> dict[str, Any]:
-    """How raw pixels become the model's input tensor."""
+def input_spec(image_size: int, channels: int, mean: list[float], std: list[float], crop: float = 1.0
+               ) -> dict[str, Any]:
+    """How raw pixels become the model's input tensor: resized to size x size (`crop` 1.0), or the
+    shorter side resized to size / crop and the center size x size taken (`crop` < 1); then scaled
+    to [0, 1] and normalized."""
     return {"size": image_size, "channels": channels, "mean": mean, "std": std, "layout": "NCHW",
             "dtype": "float32", "pixel_range": [0.0, 1.0], "pixel_scale": 1.0 / PIXEL_SCALE,
-            "resize": RESIZE_FILTER}
+            "resize": RESIZE_FILTER, "crop": crop}
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:

@@ -36,7 +36,7 @@ class Feed:
             local = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
             self.workers = recipe.data.workers if recipe.data.workers >= 0 else auto_workers(local)
             self.train_size = len(data.indexes["train"])
-            self.sources = {split: data.source(split, self.workers) for split in ("train", "val")}
+            self.sources = {split: data.source(split, self.workers, recipe.data.skip_bad) for split in ("train", "val")}
             self.val_size = len(self.sources["val"])
             self.val: Any = StreamedSplit(self.sources["val"].shard(process, processes), device)
         else:

@@ -504,7 +504,7 @@ class SearchRun:
             epochs=self.epoch, final_val_top1=self.history[-1]["val_top1"] if self.history else None,
             classes=list(data.classes), mean=list(data.mean), std=list(data.std), channels=data.channels,
             image_size=data.image_size,
-            data={"dataset": data.manifest["dataset"], "split": data.manifest["split"]},
+            data={"dataset": data.manifest["dataset"], "split": data.manifest["split"], "eval_crop": data.eval_crop},
             recipe_sha256=self.settings_sha256)
 
 
@@ -519,12 +519,16 @@ def run_search(recipe: Recipe, data: PreparedData, *, resume: bool = False) -> S
     params, macs, latency_ms = run.child_cost(genotype)
     layout = run.layout
     replicas = compare(gather_objects(fingerprints(run.replica_parts()))) if run.world > 1 else None
+    bad_files = sorted({path for paths in gather_objects(run.feed.bad_files) for path in paths})
     plots = observe.write_plots(layout, run.history, run.logs, run.policy, run.space,
                                 run.space.decision_points(run.recipe.model), genotype.to_dict())
     if is_main_process():
         if replicas is not None and not replicas["shared_parts_agree"]:
             log_line(f"warning: the {run.world} processes ended with different {', '.join(replicas['disagree'])}; "
                      f"rank 0's model is kept (see 'replicas' in {layout.summary})")
+        if bad_files:
+            log_line(f"warning: {len(bad_files)} unreadable training image(s) were skipped (data.skip_bad), "
+                     f"first '{bad_files[0]}'; all are listed under 'bad_files' in {layout.summary}")
         result = run.result()
         result.save(layout.result)
         write_json(layout.genotype, result.genotype)
@@ -532,7 +536,8 @@ def run_search(recipe: Recipe, data: PreparedData, *, resume: bool = False) -> S
                    {"space": result.space, "mode": run.mode, "components": result.components, "epochs": run.epoch,
                     "phase": run.phase.value, "params": params, "macs": macs,
                     **({} if latency_ms is None else {"predicted_latency_ms": latency_ms}),
-                    **({} if replicas is None else {"replicas": replicas}), "genotype": result.genotype,
+                    **({} if replicas is None else {"replicas": replicas}),
+                    **({"bad_files": bad_files} if bad_files else {}), "genotype": result.genotype,
                     "hyperparameters": result.hyperparameters, "da_policy": result.da_policy,
                     "final": run.history[-1] if run.history else {}, "seconds": run.elapsed})
     barrier()  # the other ranks read what rank 0 just wrote
