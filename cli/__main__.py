@@ -4,4 +4,5 @@ import sys
 
 from cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":  # DataLoader workers start from a fork server and must not rerun the CLI
+    sys.exit(main())

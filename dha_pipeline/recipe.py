@@ -99,6 +99,15 @@ class TrainConfig:
     label_smoothing: float = _setting(0.0, low=0.0, high=0.5)
     eval_batch_size: int = _setting(256, low=1, high=65_536)
     checkpoint_every_steps: int = _setting(0, low=0, high=10**9, help="0 = once per epoch")
+    precision: str = _setting("fp32", choices=("fp32", "bf16"),
+                              help="bf16: the forward passes under bfloat16 autocast (weights, gradients, optimizer "
+                                   "state, hyper-gradients and losses stay fp32)")
+    channels_last: str = _setting("auto", choices=("auto", "on", "off"),
+                                  help="NHWC activations and weights; auto: on CUDA only")
+    compile: str = _setting("off", choices=("off", "default", "reduce-overhead", "max-autotune"),
+                            help="torch.compile mode of the training forward where the architecture is fixed (a "
+                                 "plain network: manual mode, sequential's second phase); reduce-overhead adds "
+                                 "CUDA graphs")
 
 
 @dataclass

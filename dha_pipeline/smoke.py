@@ -57,7 +57,8 @@ def smoke_recipe(recipe: Recipe, classes: int | None = None) -> Recipe:
     write_synthetic(data_path, smoke_classes(recipe, classes), channels, recipe.data.image_size, recipe.seed)
     raw = recipe.to_dict()
     raw["name"] = name
-    raw["data"].update(dataset=f"npz:{data_path}", channels=str(channels), train_subset=0, download=False)
+    raw["data"].update(dataset=f"npz:{data_path}", channels=str(channels), train_subset=0, download=False,
+                       storage="memory")  # the synthetic npz is held in memory; streaming has its own tests
     raw["train"].update(epochs=1, batch_size=BATCH_SIZE, eval_batch_size=SPLIT_SIZES["val"], warmup_epochs=0,
                         checkpoint_every_steps=0)
     raw["search"].update(search_epochs=1, budget_minutes=0.0, latency_runs=5,

@@ -255,3 +255,36 @@ def test_minutes_budget_stops_the_run_early(tmp_path: Path, digits8) -> None:  #
     outcome = loop.run_search(_recipe(tmp_path, {**DHA, "budget_minutes": 1e-4}, epochs=50), digits8)
     assert len(outcome.history) == 1, "the budget is spent within the first epoch, so the run stops after it"
     assert load_checkpoint(outcome.checkpoint)["epoch"] == 1
+
+
+@pytest.fixture(scope="module")
+def fp32_manual(tmp_path_factory: pytest.TempPathFactory, digits8) -> loop.SearchOutcome:  # type: ignore[no-untyped-def]
+    """The reference for the GPU-path settings: plain training in fp32, NCHW, eager (no learned eta or policy,
+    whose hyper-gradient signs would turn rounding differences into different trajectories)."""
+    tmp = tmp_path_factory.mktemp("fp32")
+    return loop.run_search(_recipe(tmp), digits8)
+
+
+@pytest.mark.parametrize("setting, tolerance", [
+    ({"precision": "bf16"}, 2e-2),  # bf16 keeps ~3 significant digits in the forward: a 2% band on the loss
+    ({"channels_last": "on"}, 1e-3),  # the same arithmetic in another memory order: rounding only
+    ({"compile": "default"}, 1e-3),  # the same graph, traced by dynamo: rounding only
+])
+def test_gpu_path_settings_train_like_the_reference(tmp_path: Path, digits8, fp32_manual, monkeypatch,  # type: ignore[no-untyped-def]
+                                                     setting: dict, tolerance: float) -> None:
+    """bf16 autocast, channels_last and the compiled forward of a fixed network train as the fp32 eager
+    run does. On CPU the compiled forward is traced with dynamo's eager backend: inductor's C++ build
+    takes minutes on two cores, and what is tested here is that the loop's forward survives capture."""
+    real_compile = torch.compile
+    compiled = []
+
+    def eager_backend(function, **options):  # type: ignore[no-untyped-def]
+        compiled.append(options["mode"])
+        return real_compile(function, backend="eager", dynamic=options["dynamic"])
+
+    monkeypatch.setattr(loop.torch, "compile", eager_backend)
+    outcome = loop.run_search(_recipe(tmp_path, **setting), digits8)
+    assert compiled == ([setting["compile"]] if "compile" in setting else [])
+    expected, actual = fp32_manual.history[-1], outcome.history[-1]
+    assert actual["train_loss"] == pytest.approx(expected["train_loss"], rel=tolerance)
+    assert math.isfinite(actual["val_loss"])

@@ -4,17 +4,19 @@ reads (order, crops, shards, resume), unreadable files met mid-training, and a w
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from cli.main import main
 from conftest import make_imagefolder
 from dha_pipeline.data.cache import FILES, MEMORY, build_dataset, load_cache, read_manifest, save_cache
-from dha_pipeline.data.stream import FileIndex, TrainStream
+from dha_pipeline.data.stream import FileIndex, TrainStream, worker_batches, worker_context
 from dha_pipeline.errors import DhaError
 from dha_pipeline.export.metadata import read_onnx_metadata
 from dha_pipeline.layout import RunLayout
@@ -187,3 +189,19 @@ def test_a_whole_streamed_run_skips_a_bad_file_and_exports_its_eval_crop(tmp_pat
     assert meta["input"]["crop"] == 0.875
     evaluation = json.loads((tmp_path / "exports" / "stream" / "evaluation.json").read_text())
     assert evaluation["num_samples"] == 3 * PER_CLASS
+
+
+class DiesInWorker(Dataset):
+    """A dataset whose worker process dies on its first item, as one killed for memory does."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> int:
+        os._exit(3)
+
+
+def test_a_worker_that_dies_is_one_clear_error_not_a_hang() -> None:
+    batches = DataLoader(DiesInWorker(), num_workers=1, multiprocessing_context=worker_context())
+    with pytest.raises(DhaError, match="reading images failed: DataLoader worker .* exited unexpectedly"):
+        list(worker_batches(batches))

@@ -15,6 +15,7 @@ reads exactly the batches the uninterrupted run would have.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +34,6 @@ from dha_pipeline.progress import progress_bar
 
 INDEX_KINDS = ("files", "y", "sizes")
 TORCHVISION_DECODES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
-LOADER_TIMEOUT_S = 300  # a worker silent for this long is an error, never a hang
 RRC_RATIO = (3 / 4, 4 / 3)
 
 
@@ -205,15 +205,20 @@ def _collate(items: list[tuple[Any, int, str | None]]) -> tuple[torch.Tensor, to
 
 class EpochSampler(Sampler):
     """This rank's samples of one epoch in a DistributedSampler's order (seed, `set_epoch`; the whole
-    epoch when one process), from step `start_step` on, each paired with the seed of its random crop."""
+    epoch when one process), from step `start_step` on, each paired with the seed of its random crop.
+    `set_position` moves it to another epoch and step, so one DataLoader (and its workers) serves them all."""
 
-    def __init__(self, length: int, local_batch: int, steps: int, seed: int, epoch: int, start_step: int,
-                 process: int, processes: int) -> None:
+    def __init__(self, length: int, local_batch: int, steps: int, seed: int, process: int, processes: int) -> None:
         self.shard = DistributedSampler(range(length), num_replicas=processes, rank=process, shuffle=True,
                                         seed=seed, drop_last=True)
+        self.seed, self.local_batch, self.steps = seed, local_batch, steps
+        self.set_position(0, 0)
+
+    def set_position(self, epoch: int, start_step: int) -> None:
+        """Serve steps `start_step`.. of `epoch` from the next `iter()` on."""
         self.shard.set_epoch(epoch)
-        self.seed, self.epoch = seed, epoch
-        self.begin, self.end = start_step * local_batch, steps * local_batch
+        self.epoch = epoch
+        self.begin, self.end = start_step * self.local_batch, self.steps * self.local_batch
 
     def __len__(self) -> int:
         return max(self.end - self.begin, 0)
@@ -223,13 +228,48 @@ class EpochSampler(Sampler):
         return iter([(sample, draw_seed(self.seed, self.epoch, sample)) for sample in samples])
 
 
-def loader(dataset: Dataset, sampler: Any, batch_size: int, workers: int, device: torch.device) -> DataLoader:
-    """A DataLoader with this project's settings: worker processes, pinned memory on CUDA, prefetch,
-    a timeout instead of a hang, and a collate that sets unreadable files aside."""
+def worker_context() -> Any:
+    """How DataLoader workers start: from a fork server that imported torch and this module once, not
+    forked from the training process. A worker forked from the trainer shares its heap copy-on-write and
+    ends up holding a private copy of every page the trainer later rewrites (activations, optimizer
+    state): hundreds of MB per worker (bench/stream_memory.py). 'spawn' where there is no fork server."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["torch", __name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def worker_batches(batches: Any) -> Iterator[Any]:
+    """The batches of a DataLoader, with a worker that died (killed for memory, crashed in a decoder)
+    turned into one clear error instead of a traceback. The loaders set no `timeout`: without one, the
+    DataLoader checks its workers' liveness every few seconds and reports a dead one at once, while a
+    timeout delays that report by the whole timeout. A bad file never stalls a worker: decoding errors
+    are caught per file (`TrainImages`, `EvalImages`)."""
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except RuntimeError as error:
+            if "DataLoader" not in str(error):
+                raise
+            raise DhaError(f"reading images failed: {str(error).splitlines()[0]}",
+                           "if memory ran out, lower data.workers or train.batch_size; continue with --resume"
+                           ) from None
+        yield batch
+
+
+def loader(dataset: Dataset, sampler: Any, batch_size: int, workers: int, device: torch.device, *,
+           persistent: bool = False) -> DataLoader:
+    """A DataLoader with this project's settings: worker processes from the fork server, pinned memory on
+    CUDA, prefetch, and a collate that sets unreadable files aside."""
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=_collate, pin_memory=device.type == "cuda", drop_last=False,
-                      timeout=LOADER_TIMEOUT_S if workers else 0, prefetch_factor=4 if workers else None,
-                      persistent_workers=False)
+                      prefetch_factor=4 if workers else None,
+                      persistent_workers=persistent and workers > 0,
+                      multiprocessing_context=worker_context() if workers else None)
 
 
 @dataclass
@@ -258,7 +298,7 @@ class FileSource:
         from dha_pipeline.data.images import unreadable_images
 
         dataset = EvalImages(self.index, self.size, self.channels, self.crop)
-        for pixels, labels, bad in loader(dataset, None, batch_size, self.workers, device):
+        for pixels, labels, bad in worker_batches(loader(dataset, None, batch_size, self.workers, device)):
             if bad and not self.skip_bad:
                 raise unreadable_images(bad)
             if len(labels):
@@ -279,16 +319,16 @@ class TrainStream:
     def __init__(self, index: FileIndex, size: int, channels: int, scale: tuple[float, float], hflip: bool,
                  seed: int, local_batch: int, steps: int, workers: int, device: torch.device,
                  process: int, processes: int, skip_bad: bool) -> None:
-        self.images = TrainImages(index, size, channels, scale, hflip)
-        self.seed, self.local_batch, self.steps, self.workers = seed, local_batch, steps, workers
-        self.device, self.process, self.processes, self.skip_bad = device, process, processes, skip_bad
+        images = TrainImages(index, size, channels, scale, hflip)
+        self.sampler = EpochSampler(len(images), local_batch, steps, seed, process, processes)
+        self.loader = loader(images, self.sampler, local_batch, workers, device, persistent=True)
+        self.device, self.skip_bad = device, skip_bad
         self.bad_files: list[str] = []
 
     def epoch(self, epoch: int, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's batches of steps `start_step`.. of `epoch`."""
-        sampler = EpochSampler(len(self.images), self.local_batch, self.steps, self.seed, epoch, start_step,
-                               self.process, self.processes)
-        for pixels, labels, bad in loader(self.images, sampler, self.local_batch, self.workers, self.device):
+        """This rank's batches of steps `start_step`.. of `epoch` (the same workers serve every epoch)."""
+        self.sampler.set_position(epoch, start_step)
+        for pixels, labels, bad in worker_batches(self.loader):
             if bad:
                 self.bad_files += bad
                 if not self.skip_bad:
@@ -335,8 +375,10 @@ class ProbeStream:
         if self._iterator is None:
             images = EvalImages(self.source.index, self.source.size, self.source.channels, self.source.crop)
             sampler = StepBatches(len(self.source), self.batch, self.seed, self.draws)
-            self._iterator = iter(DataLoader(images, batch_sampler=sampler, num_workers=1, collate_fn=_collate,
-                                             pin_memory=self.device.type == "cuda", timeout=LOADER_TIMEOUT_S))
+            self._iterator = worker_batches(DataLoader(
+                images, batch_sampler=sampler, num_workers=1, collate_fn=_collate,
+                pin_memory=self.device.type == "cuda",
+                multiprocessing_context=worker_context()))
         pixels, labels, bad = next(self._iterator)
         self.draws += 1
         if bad and not self.source.skip_bad:

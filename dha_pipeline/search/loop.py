@@ -152,6 +152,12 @@ class SearchRun:
             self.network = space.network(recipe.model, self.shape, self.genotype_trained).to(self.device)
         broadcast_module(self.network)
         train = recipe.train
+        self.channels_last = train.channels_last == "on" or (train.channels_last == "auto"
+                                                             and self.device.type == "cuda")
+        if self.channels_last:
+            self.network.to(memory_format=torch.channels_last)
+        self.compiled_forward = (torch.compile(self.network.forward_train, mode=train.compile, dynamic=False)
+                                 if train.compile != "off" and self.arch is None else None)
         self.theta = HyperSGD(self.network.parameters(), lr=train.lr, momentum=train.momentum,
                               weight_decay=train.weight_decay, grad_clip=train.grad_clip)
         self.policy = PolicyLearner(recipe.augment, self.device) if "da" in components else None
@@ -177,10 +183,19 @@ class SearchRun:
         return self.genotype_trained
 
     def forward_train(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits and auxiliary logits of the current network (a supernet runs its active candidates)."""
-        if self.arch is not None:
-            return self.network.forward_train(inputs, self.arch.weights())
-        return self.network.forward_train(inputs)
+        """Logits and auxiliary logits (fp32) of the current network (a supernet runs its active candidates),
+        under bf16 autocast and in channels_last as the recipe says; a fixed network's training forward
+        runs compiled when `train.compile` asks."""
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.recipe.train.precision == "bf16"):
+            if self.arch is not None:
+                logits, aux = self.network.forward_train(inputs, self.arch.weights())
+            elif self.compiled_forward is not None and self.network.training:
+                logits, aux = self.compiled_forward(inputs)
+            else:
+                logits, aux = self.network.forward_train(inputs)
+        return logits.float(), None if aux is None else aux.float()
 
     def learned_parameters(self) -> list[torch.Tensor]:
         """Everything a backward pass gives gradients to: theta, b (search phase) and tau."""
