@@ -9,6 +9,9 @@ not; `dha_mean` weighs them as a run does (one hyper-step every
 `augment.fraction_every` steps). The last lines are ratios against NAS only.
 
     python bench/search_step.py [--size 32] [--channels 16] [--layers 8] [--batch 64] [--rounds 12] [--device cpu]
+                                [--precision fp32|bf16] [--channels-last auto|on|off]
+
+It also prints each variant's images per second (batch / median step).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--runs-dir", default="/tmp/dha_bench_runs")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"))
     args = parser.parse_args()
     data = synthetic_data(4 * args.batch, args.size)
     runs = {}
@@ -55,7 +60,8 @@ def main() -> None:
         recipe = recipe_from_dict({"name": name, "runs_dir": args.runs_dir, "device": args.device,
                                    "data": {"image_size": args.size},
                                    "model": {"init_channels": args.channels, "layers": args.layers},
-                                   "train": {"batch_size": args.batch},
+                                   "train": {"batch_size": args.batch, "precision": args.precision,
+                                             "channels_last": args.channels_last},
                                    "search": {"mode": "joint", "components": components},
                                    "augment": {"form": form}, "hpo": {"estimator": estimator}})
         run = SearchRun(recipe, data)
@@ -64,7 +70,8 @@ def main() -> None:
         runs[name] = run
     dha = runs["dha"]
     index = torch.arange(args.batch, device=dha.device)
-    unit = to_unit(dha.feed.splits["train"].take(index)[0])
+    images, labels = dha.feed.splits["train"].take(index)
+    unit = to_unit(images)
     per_sample = torch.rand(args.batch, device=dha.device)
 
     def da_work() -> None:
@@ -79,14 +86,15 @@ def main() -> None:
         """What next_batch HPO adds to a step: the dot products, the hyper-step and writing lr/wd."""
         dha.hyper.step(dha.theta, 0, 0.0)
 
-    candidates = {name: (lambda r=run: r.train_step(index)) for name, run in runs.items()}
+    candidates = {name: (lambda r=run: r.train_step(images, labels)) for name, run in runs.items()}
     candidates.update({"da_work": da_work, "hpo_work": hpo_work})
     medians = interleaved_medians(candidates, args.rounds)
     print(f"torch {torch.__version__}, device {dha.device}, threads {torch.get_num_threads()}, "
           f"batch {args.batch}x3x{args.size}x{args.size}, C={args.channels}, layers={args.layers}, "
-          f"rounds={args.rounds}")
+          f"rounds={args.rounds}, precision {args.precision}, channels_last {dha.channels_last}")
     for name, seconds in medians.items():
-        print(f"{name}_ms={1000 * seconds:.1f} ratio_vs_nas_only={seconds / medians['nas_only']:.3f}")
+        print(f"{name}_ms={1000 * seconds:.1f} ratio_vs_nas_only={seconds / medians['nas_only']:.3f} "
+              f"img_per_s={args.batch / seconds:.0f}")
     added = medians["da_work"] + medians["hpo_work"]
     print(f"dha_added_work_ms={1000 * added:.1f} "
           f"(isolated DA + HPO work as a share of a NAS-only step: {added / medians['nas_only']:.3f})")

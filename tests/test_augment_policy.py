@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from dha_pipeline.augment.ops import OP_NAMES, OPS
-from dha_pipeline.augment.policy import AugmentPolicy, PolicySample
+from dha_pipeline.augment.policy import AugmentPolicy, PolicySample, apply_ops, apply_ops_masked
 
 K = len(OP_NAMES)
 
@@ -97,6 +97,19 @@ def test_apply_matches_per_sample_loop(channels: int) -> None:
     out = policy.apply(batch, sample)
     assert out.shape == batch.shape and out.min() >= 0 and out.max() <= 1
     torch.testing.assert_close(out, reference_apply(policy, batch, sample), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_sync_free_apply_gives_the_grouped_result(channels: int) -> None:
+    """The accelerator form (every op on the batch, samples keep their own) equals the grouped CPU form."""
+    policy = AugmentPolicy()
+    batch = images(96, channels)
+    sample = policy.sample(96, torch.Generator().manual_seed(5))
+    for op, magnitude, sign in ((sample.op1, sample.magnitude1, sample.sign1),
+                                (sample.op2, sample.magnitude2, sample.sign2)):
+        grouped = apply_ops(policy.op_names, batch, op, magnitude, sign)
+        masked = apply_ops_masked(policy.op_names, batch, op, magnitude, sign)
+        torch.testing.assert_close(masked, grouped, atol=1e-5, rtol=0)
 
 
 def test_apply_groups_ops(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -65,6 +65,29 @@ def apply_ops(op_names: Sequence[str], images: torch.Tensor, op: torch.Tensor, m
     return torch.empty_like(images).index_copy_(0, order, torch.cat(outputs))
 
 
+def apply_ops_masked(op_names: Sequence[str], images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor,
+                     sign: torch.Tensor) -> torch.Tensor:
+    """The same result as `apply_ops` with no host synchronization: every op runs on the whole batch and
+    each sample keeps its own op's output (`torch.where`). Group sizes are never read back, so on an
+    accelerator the step is queued without waiting; the price is each op's work on every sample, which
+    on a GPU is cheaper than a round trip per op. The geometric ops share one warp whose per-sample
+    matrix is the drawn op's."""
+    op, magnitude, sign = op.to(images.device), magnitude.to(images.device), sign.to(images.device)
+    out = images
+    affine = [index for index, name in enumerate(op_names) if name in AFFINE_MATRICES]
+    if affine:
+        matrix = torch.eye(2, 3, device=images.device, dtype=images.dtype).repeat(len(images), 1, 1)
+        for index in affine:
+            drawn = (op == index).view(-1, 1, 1)
+            matrix = torch.where(drawn, AFFINE_MATRICES[op_names[index]](images, magnitude, sign), matrix)
+        is_affine = torch.isin(op, torch.tensor(affine, device=images.device)).view(-1, 1, 1, 1)
+        out = torch.where(is_affine, warp(images, matrix), out)
+    for index, name in enumerate(op_names):
+        if name not in AFFINE_MATRICES:
+            out = torch.where((op == index).view(-1, 1, 1, 1), OPS[name](images, magnitude, sign), out)
+    return out
+
+
 class AugmentPolicy(nn.Module):
     """Learnable distribution P = softmax(tau) over the K * K ordered op pairs, with batched sampling and apply.
 
@@ -131,9 +154,12 @@ class AugmentPolicy(nn.Module):
                             magnitude1=magnitudes[0], magnitude2=magnitudes[1], sign1=signs[0], sign2=signs[1])
 
     def apply(self, images: torch.Tensor, sample: PolicySample) -> torch.Tensor:
-        """Augment an NCHW batch in [0, 1]: op1 then op2 per sample, each op called once on the samples that drew it."""
-        images = apply_ops(self.op_names, images, sample.op1, sample.magnitude1, sample.sign1)
-        return apply_ops(self.op_names, images, sample.op2, sample.magnitude2, sample.sign2)
+        """Augment an NCHW batch in [0, 1]: op1 then op2 per sample. On the CPU each op is called once on the
+        samples that drew it (`apply_ops`); on an accelerator every op runs on the batch and samples keep
+        their own (`apply_ops_masked`), so no group size is read back to the host."""
+        apply = apply_ops if images.device.type == "cpu" else apply_ops_masked
+        images = apply(self.op_names, images, sample.op1, sample.magnitude1, sample.sign1)
+        return apply(self.op_names, images, sample.op2, sample.magnitude2, sample.sign2)
 
     def floor_penalty(self) -> torch.Tensor:
         """floor_weight * relu(entropy_floor - entropy): zero above the floor, pushes entropy up below it."""
