@@ -84,3 +84,29 @@ def test_held_in_estimator_needs_its_batch() -> None:
     module = nn.Linear(2, 1)
     hyper.step(theta, 0, 0.0, (module, lambda: module(weight[None]).sum()))
     assert theta.param_groups[0]["lr"] == pytest.approx(hyper.scheduled_lr)
+
+
+def test_a_learned_hyper_step_and_theta_step_read_nothing_back_from_the_device(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """On a GPU a read of a device value (item, tolist, float, int, bool) makes the host wait for the
+    device. After the first step (which has nothing to differentiate), eta's hyper-step and theta's step
+    with a learned eta make none: every read of a tensor's value fails this test."""
+    torch.manual_seed(0)
+    weight = nn.Parameter(torch.randn(20))
+    target = torch.randn(20)
+    theta = HyperSGD([weight], lr=0.1, momentum=0.9, weight_decay=1e-3, grad_clip=5.0)
+    hyper = HyperLearner(TRAIN, HpoConfig(hyper_lr=0.1), learned=True, steps_per_epoch=STEPS)
+    quadratic_step(theta, weight, target)
+    hyper.step(theta, 0, 0.0)
+    theta.step()
+
+    def host_read(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a tensor's value was read on the host inside the step")
+
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        monkeypatch.setattr(torch.Tensor, name, host_read)
+    for step in range(1, 4):
+        quadratic_step(theta, weight, target)
+        hyper.step(theta, step, 0.0)
+        theta.step()
+    monkeypatch.undo()
+    assert hyper.lr != 0.1, "eta moved"

@@ -39,7 +39,9 @@ class HyperSGD(torch.optim.Optimizer):
     """Momentum SGD whose last step can be differentiated w.r.t. (lr, wd) in closed form.
 
     lr and weight_decay are read from each param group at every step, so a
-    schedule or `HyperOptimizer` can set them. Nothing is copied for the
+    schedule or `HyperOptimizer` can set them: Python floats, or 0-dim tensors on
+    the parameters' device (a learned eta stays there, so no step waits on a read
+    back to the host). Nothing is copied for the
     hypergradient: v is the momentum buffer itself, and the pre-step theta is
     theta' + lr * v, which enters only through dot products. Each group remembers
     the lr and wd its last step used; each parameter remembers the step that last
@@ -84,10 +86,16 @@ class HyperSGD(torch.optim.Optimizer):
                     state["momentum_buffer"] = torch.zeros_like(p)
                 state["last_step"] = group["step_count"]
                 velocity.append(state["momentum_buffer"])
-            direction = torch._foreach_add(grads, params, alpha=wd) if wd else grads
+            if isinstance(wd, torch.Tensor):
+                direction = torch._foreach_add(grads, torch._foreach_mul(params, wd))
+            else:
+                direction = torch._foreach_add(grads, params, alpha=wd) if wd else grads
             torch._foreach_mul_(velocity, mu)
             torch._foreach_add_(velocity, direction)
-            torch._foreach_add_(params, velocity, alpha=-lr)
+            if isinstance(lr, torch.Tensor):
+                torch._foreach_add_(params, torch._foreach_mul(velocity, -lr))
+            else:
+                torch._foreach_add_(params, velocity, alpha=-lr)
         return loss
 
 
@@ -96,15 +104,16 @@ class HyperDots:
     """The dot products the hypergradient needs, summed over parameters.
 
     Delta = theta - theta' = lr * v is the whole step (what lr scales), Gamma =
-    lr * wd * theta its decay part (what wd scales), g = g'. Then
+    lr * wd * theta its decay part (what wd scales), g = g'. Every field is a
+    0-dim float64 tensor on the parameters' device (nothing is read back). Then
     dL/dlog_lr = -<g, Delta> and dL/dlog_wd = -<g, Gamma>.
     """
 
-    g_delta: float
-    g_gamma: float
-    g_norm2: float
-    delta_norm2: float
-    gamma_norm2: float
+    g_delta: torch.Tensor
+    g_gamma: torch.Tensor
+    g_norm2: torch.Tensor
+    delta_norm2: torch.Tensor
+    gamma_norm2: torch.Tensor
 
 
 def flat_dot(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -127,7 +136,7 @@ def hyper_dots(optimizer: HyperSGD, next_grads: Sequence[torch.Tensor | None]) -
     grads = list(next_grads)
     if len(grads) != len(optimizer.flat_params()):
         raise ValueError(f"{len(grads)} gradients for {len(optimizer.flat_params())} parameters")
-    total = [0.0] * 5
+    total: list[Any] = [0.0] * 5
     stepped, start = False, 0
     for group in optimizer.param_groups:
         pairs = list(zip(group["params"], grads[start:start + len(group["params"])]))
@@ -143,37 +152,48 @@ def hyper_dots(optimizer: HyperSGD, next_grads: Sequence[torch.Tensor | None]) -
         p_live, g_live, v_live = [p for p, _, _ in live], [g for _, g, _ in live], [v for _, _, v in live]
         present = [g for _, g in pairs if g is not None]
         device = group["params"][0].device
-        g_v, g_p, v_v, p_p, p_v, g_g = torch.stack([  # one device synchronization per group
+        g_v, g_p, v_v, p_p, p_v, g_g = torch.stack([  # stays on the device: no synchronization
             flat_dot(g_live, v_live, device), flat_dot(g_live, p_live, device),
             flat_dot(velocity, velocity, device), flat_dot(theta, theta, device),
-            flat_dot(theta, velocity, device), flat_dot(present, present, device)]).tolist()
+            flat_dot(theta, velocity, device), flat_dot(present, present, device)]).unbind()
         g_theta = g_p + lr * g_v
-        theta_theta = max(p_p + 2.0 * lr * p_v + lr * lr * v_v, 0.0)  # |theta' + lr v|^2, rounding-safe
+        theta_theta = (p_p + 2.0 * lr * p_v + lr * lr * v_v).clamp(min=0.0)  # |theta' + lr v|^2, rounding-safe
         terms = (lr * g_v, lr * wd * g_theta, g_g, lr * lr * v_v, (lr * wd) ** 2 * theta_theta)
         total = [a + b for a, b in zip(total, terms)]
     return HyperDots(*total) if stepped else None
 
 
 def hypergradient(optimizer: HyperSGD, next_grads: Sequence[torch.Tensor | None]) -> tuple[float, float]:
-    """(dL/dlog_lr, dL/dlog_wd) of L(theta') through the optimizer's last step; zeros before any step."""
+    """(dL/dlog_lr, dL/dlog_wd) of L(theta') through the optimizer's last step; zeros before any step.
+    Read back to the host: for inspection and tests, not for the training step."""
     dots = hyper_dots(optimizer, next_grads)
     if dots is None:
         return 0.0, 0.0
-    return -dots.g_delta, -dots.g_gamma
+    return -float(dots.g_delta), -float(dots.g_gamma)
 
 
-def _cosine(dot: float, norm2_a: float, norm2_b: float) -> float:
-    denominator = math.sqrt(norm2_a * norm2_b)
-    return dot / denominator if denominator > 0 else 0.0
+def _cosine(dot: torch.Tensor, norm2_a: torch.Tensor, norm2_b: torch.Tensor) -> torch.Tensor:
+    denominator = torch.sqrt(norm2_a * norm2_b)
+    return torch.where(denominator > 0, dot / denominator, torch.zeros_like(dot))
+
+
+def normalized_hypergradient_on_device(optimizer: HyperSGD, next_grads: Sequence[torch.Tensor | None]
+                                       ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """-cos(g', Delta) and -cos(g', Gamma) as 0-dim tensors on the parameters' device; None before any step."""
+    dots = hyper_dots(optimizer, next_grads)
+    if dots is None:
+        return None
+    return (-_cosine(dots.g_delta, dots.g_norm2, dots.delta_norm2),
+            -_cosine(dots.g_gamma, dots.g_norm2, dots.gamma_norm2))
 
 
 def normalized_hypergradient(optimizer: HyperSGD, next_grads: Sequence[torch.Tensor | None]) -> tuple[float, float]:
-    """The hypergradients divided by |g'| |Delta| and |g'| |Gamma|: -cos(g', Delta), -cos(g', Gamma), in [-1, 1]."""
-    dots = hyper_dots(optimizer, next_grads)
-    if dots is None:
+    """The hypergradients divided by |g'| |Delta| and |g'| |Gamma|: -cos(g', Delta), -cos(g', Gamma), in [-1, 1]
+    (read back to the host; the training step uses `normalized_hypergradient_on_device`)."""
+    normalized = normalized_hypergradient_on_device(optimizer, next_grads)
+    if normalized is None:
         return 0.0, 0.0
-    return (-_cosine(dots.g_delta, dots.g_norm2, dots.delta_norm2),
-            -_cosine(dots.g_gamma, dots.g_norm2, dots.gamma_norm2))
+    return float(normalized[0]), float(normalized[1])
 
 
 @dataclass
@@ -206,6 +226,20 @@ class HyperParams:
         """Project onto [lr_low, lr_high] x [wd_low, wd_high]."""
         self.log_lr.clamp_(math.log(self.lr_low), math.log(self.lr_high))
         self.log_wd.clamp_(math.log(self.wd_low), math.log(self.wd_high))
+
+    def to_(self, device: torch.device) -> None:
+        """Keep log_lr and log_wd on `device` (where the hyper-steps run)."""
+        self.log_lr, self.log_wd = self.log_lr.to(device), self.log_wd.to(device)
+
+    @property
+    def lr_on_device(self) -> torch.Tensor:
+        """exp(log_lr) clamped to the bounds, a 0-dim tensor where log_lr lives (no host read)."""
+        return self.log_lr.exp().clamp(self.lr_low, self.lr_high)
+
+    @property
+    def wd_on_device(self) -> torch.Tensor:
+        """exp(log_wd) clamped to the bounds, a 0-dim tensor where log_wd lives (no host read)."""
+        return self.log_wd.exp().clamp(self.wd_low, self.wd_high)
 
     @property
     def lr(self) -> float:
@@ -296,14 +330,20 @@ class HyperOptimizer:
             raise ValueError("the held_in estimator needs the module and a closure computing the held-in loss")
         return held_in_gradients(module, optimizer, closure)
 
-    def step(self, optimizer: HyperSGD, next_grads: Sequence[torch.Tensor | None]) -> tuple[float, float]:
-        """One hyper-step of eta from g' = `next_grads`; returns the normalized (h_lr, h_wd) for logging.
+    def step(self, optimizer: HyperSGD, next_grads: Sequence[torch.Tensor | None]
+             ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """One hyper-step of eta from g' = `next_grads`, entirely on the parameters' device; returns the
+        normalized (h_lr, h_wd) as 0-dim tensors, or None before the optimizer's first step (nothing to
+        differentiate yet: eta stays).
 
         Call between the optimizer's step t and step t+1, with g' the gradient at theta' (next_batch:
-        after backward of step t+1; held_in: from a held-in batch at the same theta'). Before the
-        optimizer's first step there is nothing to differentiate: eta stays.
+        after backward of step t+1; held_in: from a held-in batch at the same theta').
         """
-        h_lr, h_wd = normalized_hypergradient(optimizer, next_grads)
+        normalized = normalized_hypergradient_on_device(optimizer, next_grads)
+        if normalized is None:
+            return None
+        h_lr, h_wd = normalized
+        self.params.to_(h_lr.device)
         with torch.no_grad():
             self.params.log_lr -= self.hyper_lr * h_lr
             self.params.log_wd -= self.hyper_lr * h_wd

@@ -88,7 +88,13 @@ class HyperLearner:
                 grads = self.rule.gradients(theta)
             self.rule.step(theta, grads)
         self.factor = schedule_factor(self.train, self.position(step, elapsed_seconds), self.steps_per_epoch)
-        lr, weight_decay = self.scheduled_lr, self.weight_decay
+        if self.rule is not None:  # learned eta stays on the device: the step reads nothing back
+            params = self.rule.params
+            params.to_(theta.flat_params()[0].device)
+            lr: float | torch.Tensor = params.lr_on_device * self.factor
+            weight_decay: float | torch.Tensor = params.wd_on_device
+        else:
+            lr, weight_decay = self.scheduled_lr, self.weight_decay
         for group in theta.param_groups:
             group["lr"], group["weight_decay"] = lr, weight_decay
 
