@@ -262,7 +262,7 @@ def fp32_manual(tmp_path_factory: pytest.TempPathFactory, digits8) -> loop.Searc
     """The reference for the GPU-path settings: plain training in fp32, NCHW, eager (no learned eta or policy,
     whose hyper-gradient signs would turn rounding differences into different trajectories)."""
     tmp = tmp_path_factory.mktemp("fp32")
-    return loop.run_search(_recipe(tmp), digits8)
+    return loop.run_search(_recipe(tmp, epochs=1), digits8)
 
 
 @pytest.mark.parametrize("setting, tolerance", [
@@ -283,7 +283,7 @@ def test_gpu_path_settings_train_like_the_reference(tmp_path: Path, digits8, fp3
         return real_compile(function, backend="eager", dynamic=options["dynamic"])
 
     monkeypatch.setattr(loop.torch, "compile", eager_backend)
-    outcome = loop.run_search(_recipe(tmp_path, **setting), digits8)
+    outcome = loop.run_search(_recipe(tmp_path, epochs=1, **setting), digits8)
     assert compiled == ([setting["compile"]] if "compile" in setting else [])
     expected, actual = fp32_manual.history[-1], outcome.history[-1]
     assert actual["train_loss"] == pytest.approx(expected["train_loss"], rel=tolerance)

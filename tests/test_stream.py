@@ -176,6 +176,8 @@ def test_an_unreadable_file_met_while_training_stops_the_run_naming_it(tmp_path:
 def test_a_whole_streamed_run_skips_a_bad_file_and_exports_its_eval_crop(tmp_path: Path, copy: Path,
                                                                           capsys: pytest.CaptureFixture[str]) -> None:
     raw = _raw(tmp_path, copy, skip_bad=True, eval_crop=0.875)
+    raw["train"]["epochs"] = 1
+    raw["export"] = {"formats": ["onnx"]}
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(recipe_to_toml(recipe_from_dict(raw)))
     assert main(["prepare", str(recipe)]) == 0
