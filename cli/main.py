@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from cli.render import error_line, next_commands, print_table, silence, summary_table
+from cli.render import error_line, next_commands, print_table, silence, summary_table, warning_line
 from dha_pipeline.errors import USER_ERROR_EXIT_CODE, DhaError
 
 
@@ -143,20 +143,42 @@ def evaluate(model: Annotated[Path, typer.Argument(help="model.onnx, model.ts or
 
 @app.command(epilog="Example: dha predict exports/digits_quickstart/model.onnx a.png b.jpg")
 def predict(model: Annotated[Path, typer.Argument(help="an exported model.onnx", show_default=False)],
-            images: Annotated[list[Path], typer.Argument(help="image files", show_default=False)],
-            top_k: Annotated[int, typer.Option("--top-k", min=1)] = 3) -> None:
-    """Top-k labels per image (onnxruntime, numpy and Pillow only)."""
+            images: Annotated[list[str], typer.Argument(help="image files, folders (every image below) and glob "
+                                                             "patterns such as 'photos/**/*.jpg'",
+                                                        show_default=False)],
+            top_k: Annotated[int, typer.Option("--top-k", min=1)] = 3,
+            batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="images per model call")] = 32,
+            as_json: Annotated[bool, typer.Option("--json", help="one JSON object per image and line: path and "
+                                                                 "top-k labels with probabilities")] = False) -> None:
+    """Top-k labels per image (onnxruntime, numpy and Pillow only). An unreadable image is reported by path
+    and the others go on; the exit code is then 1 (2 when no image could be read)."""
+    import json
+
     from rich.table import Table
 
     from dha_pipeline.predict import predict as run_predict
 
-    table = Table(title="dha predict", title_justify="left")
-    table.add_column("image")
-    for rank in range(top_k):
-        table.add_column(f"#{rank + 1}")
-    for prediction in run_predict(model, list(images), top_k):
-        table.add_row(prediction.path, *(f"{label} {100 * p:.1f}%" for label, p in prediction.top))
-    print_table(table)
+    result = run_predict(model, list(images), top_k, batch_size)
+    if not result.predictions:
+        raise DhaError(f"no image could be read ({len(result.unreadable)} tried; first: "
+                       f"{result.unreadable[0][1]})", "pass readable image files")
+    if as_json:
+        for prediction in result.predictions:
+            sys.stdout.write(json.dumps(prediction.to_dict()) + "\n")
+        for path, reason in result.unreadable:
+            sys.stdout.write(json.dumps({"path": path, "error": reason}) + "\n")
+    else:
+        table = Table(title="dha predict", title_justify="left")
+        table.add_column("image")
+        for rank in range(top_k):
+            table.add_column(f"#{rank + 1}")
+        for prediction in result.predictions:
+            table.add_row(prediction.path, *(f"{label} {100 * p:.1f}%" for label, p in prediction.top))
+        print_table(table)
+    for _, reason in result.unreadable:
+        warning_line(f"skipped: {reason}")
+    if result.unreadable:
+        raise typer.Exit(1)
 
 
 @app.command("profile-latency", epilog="Example: dha profile-latency recipes/cifar10_mobilenet.toml")
@@ -235,7 +257,7 @@ def _ranked(message: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="dha")
+        code = app(args=argv, standalone_mode=False, prog_name="dha")  # a command's typer.Exit(n) returns n here
     except DhaError as exc:
         error_line(_ranked(str(exc)))
         return exc.exit_code
@@ -251,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         if message:  # empty when help was shown for a bare `dha`
             error_line(f"{message} (see `{command} --help`)")
         return int(getattr(exc, "exit_code", USER_ERROR_EXIT_CODE))
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -55,6 +55,11 @@ def silence() -> None:
     progress_console.quiet = True
 
 
+def warning_line(message: str) -> None:
+    """One warning line on stderr (the command goes on)."""
+    error_console.print(f"[bold yellow]warning:[/bold yellow] {message}", highlight=False, soft_wrap=True)
+
+
 def error_line(message: str) -> None:
     """One error line on stderr."""
     error_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)

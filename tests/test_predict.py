@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from sklearn.datasets import load_digits
 from cli.main import main
 from dha_pipeline.backends import OnnxBackend
 from dha_pipeline.errors import DhaError
-from dha_pipeline.predict import Prediction, predict, read_image, softmax
+from dha_pipeline.predict import Prediction, expand_inputs, predict, read_image, softmax
 from dha_pipeline.preprocess import model_input, prepare_image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +85,7 @@ def check_prediction(prediction: Prediction, k: int) -> None:
 
 def test_predict_top_k_from_the_classes(model: Path, images: dict[str, Path]) -> None:
     paths = list(images.values())
-    predictions = predict(model, paths, top_k=3)
+    predictions = predict(model, paths, top_k=3).predictions
     assert [p.path for p in predictions] == [str(p) for p in paths]
     for prediction in predictions:
         check_prediction(prediction, 3)
@@ -92,7 +93,7 @@ def test_predict_top_k_from_the_classes(model: Path, images: dict[str, Path]) ->
 
 def test_predict_matches_the_model_on_the_same_pixels(model: Path, images: dict[str, Path]) -> None:
     pixels, _ = digit_pixels(4)
-    predictions = predict(model, [images[f"gray8_{i}"] for i in range(4)], top_k=10)
+    predictions = predict(model, [images[f"gray8_{i}"] for i in range(4)], top_k=10).predictions
     for prediction, raw in zip(predictions, pixels):
         expected = expected_probabilities(model, raw)
         got = dict(prediction.top)
@@ -105,7 +106,7 @@ def test_predict_matches_the_model_on_the_same_pixels(model: Path, images: dict[
 def test_predict_gray_rgb_rgba_and_palette_agree(model: Path, images: dict[str, Path]) -> None:
     """An RGB, RGBA or palette copy of a gray image is turned back into the same gray grid."""
     names = ["gray8_0", "rgb8", "rgba", "palette"]
-    predictions = predict(model, [images[n] for n in names], top_k=10)
+    predictions = predict(model, [images[n] for n in names], top_k=10).predictions
     reference = dict(predictions[0].top)
     for name, prediction in zip(names[1:], predictions[1:]):
         assert [label for label, _ in prediction.top] == [label for label, _ in predictions[0].top], name
@@ -117,17 +118,17 @@ def test_predict_resizes_larger_images(model: Path, images: dict[str, Path]) -> 
     for name in ("gray16_1", "rgb16", "jpeg"):
         with Image.open(images[name]) as image:
             raw = np.asarray(image)
-        (prediction,) = predict(model, [images[name]], top_k=10)
+        (prediction,) = predict(model, [images[name]], top_k=10).predictions
         expected = expected_probabilities(model, raw)
         got = dict(prediction.top)
         np.testing.assert_allclose([got[c] for c in DIGIT_CLASSES], expected, atol=1e-6)
 
 
 def test_predict_top_k_is_capped_by_the_class_count(model: Path, images: dict[str, Path]) -> None:
-    (prediction,) = predict(model, [images["gray8_0"]], top_k=50)
+    (prediction,) = predict(model, [images["gray8_0"]], top_k=50).predictions
     check_prediction(prediction, 10)
     assert sum(p for _, p in prediction.top) == pytest.approx(1.0, abs=1e-5)
-    (single,) = predict(model, [images["gray8_0"]], top_k=1)
+    (single,) = predict(model, [images["gray8_0"]], top_k=1).predictions
     assert single.top == prediction.top[:1]
 
 
@@ -143,17 +144,49 @@ def test_softmax_rows_sum_to_one_and_are_stable() -> None:
 # --------------------------------------------------------------------------- bad inputs
 
 
-def test_non_image_file_is_a_dha_error(model: Path, tmp_path: Path, images: dict[str, Path]) -> None:
+def test_an_unreadable_image_is_reported_and_the_others_are_predicted(model: Path, tmp_path: Path,
+                                                                      images: dict[str, Path]) -> None:
     text = tmp_path / "notes.png"
     text.write_text("definitely not a PNG\n")
-    with pytest.raises(DhaError, match="not a readable image"):
-        predict(model, [images["gray8_0"], text])
+    result = predict(model, [images["gray8_0"], text, tmp_path / "missing.png", images["rgb16"]])
+    assert [p.path for p in result.predictions] == [str(images["gray8_0"]), str(images["rgb16"])]
+    assert [path for path, _ in result.unreadable] == [str(text), str(tmp_path / "missing.png")]
+    assert "not a readable image" in result.unreadable[0][1] and "does not exist" in result.unreadable[1][1]
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(images["gray16_0"].read_bytes()[:40])
     with pytest.raises(DhaError, match="not a readable image"):
         read_image(truncated)
-    with pytest.raises(DhaError, match="does not exist"):
-        read_image(tmp_path / "missing.png")
+
+
+def test_folders_and_globs_expand_to_their_images_once_and_sorted(model: Path, images: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    folder = images["gray8_0"].parent
+    expected = sorted([*folder.glob("*.png"), images["jpeg"]])
+    assert expand_inputs([folder]) == expected
+    assert expand_inputs([str(folder / "gray8_*.png")]) == [images[f"gray8_{i}"] for i in range(4)]
+    both = [images["rgb8"], images["rgb16"], images["rgba"]]
+    assert expand_inputs([images["rgb8"], str(folder / "rgb?*.png")]) == both, "each path once, in the order given"
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    shutil.copy(images["jpeg"], nested / "deep.jpg")
+    (tmp_path / "a" / "readme.txt").write_text("not an image\n")
+    assert expand_inputs([tmp_path / "a"]) == [nested / "deep.jpg"]
+    assert expand_inputs([str(tmp_path / "**" / "*.jpg")]) == [nested / "deep.jpg"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DhaError, match="holds no images"):
+        expand_inputs([tmp_path / "empty"])
+    with pytest.raises(DhaError, match="matches no files"):
+        expand_inputs([str(tmp_path / "*.gif")])
+    assert [p.path for p in predict(model, [folder], top_k=1).predictions] == [str(p) for p in expected]
+
+
+def test_batches_give_the_probabilities_of_one_big_batch(model: Path, images: dict[str, Path]) -> None:
+    paths = list(images.values())
+    whole = predict(model, paths, top_k=10, batch_size=64).predictions
+    small = predict(model, paths, top_k=10, batch_size=3).predictions
+    for a, b in zip(whole, small, strict=True):
+        assert a.path == b.path and [label for label, _ in a.top] == [label for label, _ in b.top]
+        np.testing.assert_allclose([p for _, p in a.top], [p for _, p in b.top], atol=1e-6)
 
 
 def test_cli_non_image_file_exits_2(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -211,6 +244,36 @@ def test_cli_predict_top_k_zero_is_a_usage_error(model: Path, images: dict[str, 
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["predict", str(model), str(images["gray8_0"]), "--top-k", "0"]) == 2
     assert "top-k" in capsys.readouterr().err
+
+
+def test_cli_predict_json_is_one_object_per_image_and_line(model: Path, images: dict[str, Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    code = main(["predict", str(model), str(images["gray8_0"]), str(bad), str(images["jpeg"]), "--json",
+                 "--top-k", "2"])
+    assert code == 1, "an unreadable image is reported and sets exit code 1"
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert [row["path"] for row in rows] == [str(images["gray8_0"]), str(images["jpeg"]), str(bad)]
+    for row in rows[:2]:
+        assert [sorted(entry) for entry in row["top"]] == [["label", "probability"]] * 2
+        assert row["top"][0]["probability"] >= row["top"][1]["probability"]
+    assert "not a readable image" in rows[2]["error"]
+    assert "skipped:" in captured.err and "bad.jpg" in captured.err
+
+
+def test_cli_predict_reads_a_folder_and_names_the_unreadable(model: Path, images: dict[str, Path], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("gray8_0", "rgb16"):
+        shutil.copy(images[name], folder / images[name].name)
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+    assert main(["predict", str(model), str(folder)]) == 1
+    captured = capsys.readouterr()
+    assert "gray8_0.png" in captured.out and "rgb16.png" in captured.out
+    assert "broken.png" not in captured.out and "broken.png" in captured.err
 
 
 # --------------------------------------------------------------------------- no torch needed
