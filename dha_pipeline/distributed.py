@@ -45,11 +45,6 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def launched_rank() -> int:
-    """The rank torchrun announced in the environment (0 when not launched by torchrun)."""
-    return int(os.environ.get("RANK", "0"))
-
-
 @contextmanager
 def process_group(device: torch.device) -> Iterator[None]:
     """Join the process group torchrun described in the environment for the duration of the block

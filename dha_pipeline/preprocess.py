@@ -69,25 +69,28 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return np.asarray(gray)[:, :, None]
 
 
+def _pillow_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A uint8 HWC image at `width` x `height` with Pillow's antialiased bilinear filter."""
+    channels = image.shape[2]
+    pil = Image.fromarray(image[:, :, 0] if channels == 1 else image)
+    return np.asarray(pil.resize((width, height), Image.Resampling.BILINEAR)).reshape(height, width, channels)
+
+
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     """Resize a uint8 HWC image to `size` x `size` with Pillow's antialiased bilinear filter."""
     if image.shape[0] == size and image.shape[1] == size:
         return image
-    channels = image.shape[2]
-    pil = Image.fromarray(image[:, :, 0] if channels == 1 else image)
-    resized = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR))
-    return resized.reshape(size, size, channels)
+    return _pillow_resize(image, size, size)
 
 
 def center_crop_resize(image: np.ndarray, size: int, crop: float) -> np.ndarray:
     """Resize a uint8 HWC image so its shorter side is round(size / crop), then cut the central
     `size` x `size` square (the usual evaluation view of ImageNet-style data)."""
-    height, width, channels = image.shape
+    height, width = image.shape[:2]
     short = max(round(size / crop), size)
     scale = short / min(height, width)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    pil = Image.fromarray(image[:, :, 0] if channels == 1 else image)
-    resized = np.asarray(pil.resize((new_w, new_h), Image.Resampling.BILINEAR)).reshape(new_h, new_w, channels)
+    resized = _pillow_resize(image, new_w, new_h)
     top, left = (new_h - size) // 2, (new_w - size) // 2
     return np.ascontiguousarray(resized[top:top + size, left:left + size])
 

@@ -313,6 +313,11 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     return recipe
 
 
+HELD_IN_ON_STREAMED_DATA = ("hpo.estimator = 'held_in' draws random training batches, which streamed data "
+                            "(data.storage = 'files', or 'auto' over data.memory_limit_mb) does not serve",
+                            "use hpo.estimator = 'next_batch'")
+
+
 def _check_consistency(recipe: Recipe) -> None:
     """Rules that span several keys."""
     search = recipe.search
@@ -330,8 +335,7 @@ def _check_consistency(recipe: Recipe) -> None:
                        "add 'nas' to search.components, or use mode 'manual'")
     _check_stages(recipe.model)
     if recipe.data.storage == "files" and recipe.hpo.estimator == "held_in":
-        raise DhaError("hpo.estimator = 'held_in' draws random training batches, which streamed data "
-                       "(data.storage = 'files') does not serve", "use hpo.estimator = 'next_batch'")
+        raise DhaError(*HELD_IN_ON_STREAMED_DATA)
     for low, high in (("lr_low", "lr_high"), ("wd_low", "wd_high")):
         if getattr(recipe.hpo, low) > getattr(recipe.hpo, high):
             raise DhaError(f"recipe keys 'hpo.{low}' > 'hpo.{high}'", "make the lower bound the smaller one")

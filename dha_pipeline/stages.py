@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dha_pipeline.data.source import parse_spec
-from dha_pipeline.distributed import barrier, is_main_process, world_size
+from dha_pipeline.distributed import barrier, is_main_process
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_file, sha256_json, write_json
 from dha_pipeline.layout import RunLayout
@@ -314,17 +314,14 @@ def run_all(recipe: Recipe, *, force: bool = False, resume: bool = False,
     """
     reports = []
     for name in STAGE_ORDER:
-        if name not in SHARED_STAGES and not is_main_process():
-            if name == "prepare":
-                barrier()
-            continue
-        kwargs: dict[str, Any] = {"force": force}
-        if name == "search":
-            kwargs["resume"] = resume
-        report = STAGES[name](recipe, **kwargs)
-        if name == "prepare" and world_size() > 1:
-            barrier()
-        reports.append(report)
-        if on_stage is not None:
-            on_stage(report)
+        if name in SHARED_STAGES or is_main_process():
+            kwargs: dict[str, Any] = {"force": force}
+            if name == "search":
+                kwargs["resume"] = resume
+            report = STAGES[name](recipe, **kwargs)
+            reports.append(report)
+            if on_stage is not None:
+                on_stage(report)
+        if name == "prepare":
+            barrier()  # the other ranks read the cache rank 0 just wrote (nothing for one process)
     return reports

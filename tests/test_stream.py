@@ -207,3 +207,18 @@ def test_a_worker_that_dies_is_one_clear_error_not_a_hang() -> None:
     batches = DataLoader(DiesInWorker(), num_workers=1, multiprocessing_context=worker_context())
     with pytest.raises(DhaError, match="reading images failed: DataLoader worker .* exited unexpectedly"):
         list(worker_batches(batches))
+
+
+def test_the_held_in_estimator_is_refused_on_streamed_data(tmp_path: Path, folder: Path) -> None:
+    """held_in draws random training batches, which a stream does not serve: refused with the fix when the
+    recipe says storage = 'files', and at the start of training when 'auto' chose to stream."""
+    raw = _raw(tmp_path, folder)
+    raw["hpo"] = {"estimator": "held_in"}
+    with pytest.raises(DhaError, match="held_in.*use hpo.estimator = 'next_batch'"):
+        recipe_from_dict(raw)
+    raw["data"].update(storage="auto", image_size=600, memory_limit_mb=100, stats_images=10)
+    recipe = recipe_from_dict(raw)
+    data = build_dataset(recipe.data)
+    assert data.storage == FILES
+    with pytest.raises(DhaError, match="held_in.*use hpo.estimator = 'next_batch'"):
+        loop.SearchRun(recipe, data)

@@ -287,6 +287,10 @@ class FileSource:
     def __len__(self) -> int:
         return len(self.index)
 
+    def images(self) -> EvalImages:
+        """The split's samples as evaluation views them (the dataset its loaders read)."""
+        return EvalImages(self.index, self.size, self.channels, self.crop)
+
     def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(uint8 NHWC, int64 labels) batches covering the split once, in index order (unreadable files
         stop it with their paths, or are left out when `skip_bad`)."""
@@ -297,8 +301,7 @@ class FileSource:
         """The same batches as uint8 NHWC tensors (pinned when `device` is CUDA)."""
         from dha_pipeline.data.images import unreadable_images
 
-        dataset = EvalImages(self.index, self.size, self.channels, self.crop)
-        for pixels, labels, bad in worker_batches(loader(dataset, None, batch_size, self.workers, device)):
+        for pixels, labels, bad in worker_batches(loader(self.images(), None, batch_size, self.workers, device)):
             if bad and not self.skip_bad:
                 raise unreadable_images(bad)
             if len(labels):
@@ -373,10 +376,9 @@ class ProbeStream:
         from dha_pipeline.data.images import unreadable_images
 
         if self._iterator is None:
-            images = EvalImages(self.source.index, self.source.size, self.source.channels, self.source.crop)
             sampler = StepBatches(len(self.source), self.batch, self.seed, self.draws)
             self._iterator = worker_batches(DataLoader(
-                images, batch_sampler=sampler, num_workers=1, collate_fn=_collate,
+                self.source.images(), batch_sampler=sampler, num_workers=1, collate_fn=_collate,
                 pin_memory=self.device.type == "cuda",
                 multiprocessing_context=worker_context()))
         pixels, labels, bad = next(self._iterator)

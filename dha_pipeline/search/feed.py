@@ -16,7 +16,7 @@ from dha_pipeline.data.device import DeviceSplit, rank_indices
 from dha_pipeline.data.stream import ProbeStream, StreamedSplit, TrainStream, auto_workers
 from dha_pipeline.distributed import rank_seed
 from dha_pipeline.errors import DhaError
-from dha_pipeline.recipe import Recipe
+from dha_pipeline.recipe import HELD_IN_ON_STREAMED_DATA, Recipe
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -31,8 +31,7 @@ class Feed:
         self.streamed = data.storage == FILES
         if self.streamed:
             if recipe.hpo.estimator == "held_in" and "hpo" in recipe.search.components:
-                raise DhaError("hpo.estimator = 'held_in' draws random training batches, which streamed data "
-                               "does not serve", "use hpo.estimator = 'next_batch'")
+                raise DhaError(*HELD_IN_ON_STREAMED_DATA)
             local = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
             self.workers = recipe.data.workers if recipe.data.workers >= 0 else auto_workers(local)
             self.train_size = len(data.indexes["train"])
