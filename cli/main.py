@@ -1,4 +1,4 @@
-"""`dha`: prepare, search, derive, export, evaluate, predict, and run (all of them, resumably).
+"""`dha`: prepare, search, derive, export, evaluate, predict, benchmark, and run (all of them, resumably).
 
 Commands import dha_pipeline lazily so `dha predict` never imports torch.
 Exit codes: 0 success, 2 user error (one line, no traceback), 1 failed check or bug.
@@ -102,16 +102,21 @@ def derive(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False) -> N
     next_commands(f"dha export {loaded.layout.root}")
 
 
-@app.command(epilog="Example: dha export runs/digits_quickstart --format onnx,torchscript")
+@app.command(epilog="Example: dha export runs/digits_quickstart --int8")
 def export(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
-           format_: Annotated[str | None, typer.Option("--format", help="comma-separated: onnx, torchscript",
-                                                      show_default=False)] = None) -> None:
-    """Export ONNX and TorchScript with metadata, gated on numeric parity with torch."""
+           format_: Annotated[str | None, typer.Option("--format", help="comma-separated: onnx, torchscript, pt2",
+                                                      show_default=False)] = None,
+           int8: Annotated[bool, typer.Option("--int8", help="also write model.int8.onnx (static int8 quantization, "
+                                                            "calibrated on training images), failing when its val "
+                                                            "top-1 drops more than export.int8_max_drop points")]
+           = False) -> None:
+    """Export ONNX, TorchScript and the PyTorch 2 format with metadata, gated on numeric parity with torch."""
     import json
 
     from dha_pipeline import stages
 
     extra = [f"export.formats={json.dumps([f.strip() for f in format_.split(',') if f.strip()])}"] if format_ else []
+    extra += ["export.int8=true"] if int8 else []
     loaded = _recipe(recipe, set_, extra)
     _show(stages.export(loaded, force=force))
     _next_after_export(loaded)
@@ -179,6 +184,51 @@ def predict(model: Annotated[Path, typer.Argument(help="an exported model.onnx",
         warning_line(f"skipped: {reason}")
     if result.unreadable:
         raise typer.Exit(1)
+
+
+@app.command(epilog="Example: dha benchmark exports/digits_quickstart --data digits")
+def benchmark(export_dir: Annotated[Path, typer.Argument(help="an export folder, exports/<name>/", show_default=False)],
+              data: Annotated[str | None, typer.Option("--data", help="dataset spec (default: the model's own)",
+                                                       show_default=False)] = None,
+              split: Annotated[str, typer.Option("--split", help="train, val or test")] = "test",
+              runs: Annotated[int, typer.Option("--runs", min=1, help="timed batch-1 calls per format (>= 50)")] = 100,
+              threads: Annotated[int | None, typer.Option("--threads", min=1, show_default=False,
+                                                          help="threads for torch and onnxruntime alike "
+                                                               "(default: every core)")] = None,
+              provider: Annotated[str | None, typer.Option("--provider", show_default=False,
+                                                           help="onnxruntime provider: cpu, cuda or a full name "
+                                                                "(default: CUDA when installed, else CPU)")] = None,
+              min_top1: Annotated[float | None, typer.Option("--min-top1", min=0.0, max=1.0, show_default=False,
+                                                             help="exit 1 when a format's top-1 is below this "
+                                                                  "fraction, e.g. 0.95")] = None,
+              download: Annotated[bool, typer.Option("--download", help="allow torchvision to download")] = False
+              ) -> None:
+    """Every format of an export (torch eager, TorchScript, .pt2, ONNX fp32, ONNX int8) through the same front
+    end: top-1, batch-1 latency (median, p90), batch-32 throughput and file size; writes benchmark.csv."""
+    from rich.table import Table
+
+    from dha_pipeline.benchmark import benchmark_export, enforce_min_top1
+    from dha_pipeline.layout import ExportLayout
+
+    if split not in ("train", "val", "test"):
+        raise DhaError(f"--split '{split}' is not a split", "use train, val or test")
+    rows = benchmark_export(export_dir, dataset=data, split=split, runs=runs, threads=threads, provider=provider,
+                            download=download)
+    first = rows[0]
+    table = Table(title=f"dha benchmark: {first.split} split ({first.num_samples} images), {first.threads} threads, "
+                        f"{first.machine}", title_justify="left")
+    for column in ("format", "file", "size", "provider", "top-1", "batch 1 median", "batch 1 p90", "batch 32"):
+        table.add_column(column, justify="left" if column in ("format", "file", "provider") else "right")
+    for row in rows:
+        table.add_row(row.label, row.file, f"{row.size_mb:.2f} MB", row.provider, f"{100 * row.top1:.2f}%",
+                      f"{row.batch1_p50_ms:.3f} ms", f"{row.batch1_p90_ms:.3f} ms",
+                      f"{row.batch32_images_per_s:,.0f} img/s")
+    print_table(table)
+    layout = ExportLayout(export_dir)
+    summary_table("dha benchmark", {"formats": len(rows), "csv": str(layout.benchmark_csv),
+                                    "plot": str(layout.benchmark_png), "model card": str(layout.model_card)})
+    if min_top1 is not None:
+        enforce_min_top1(rows, min_top1)
 
 
 @app.command("profile-latency", epilog="Example: dha profile-latency recipes/cifar10_mobilenet.toml")

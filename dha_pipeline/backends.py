@@ -1,4 +1,5 @@
-"""Inference backends chosen by model file type: .onnx -> onnxruntime, .ts -> TorchScript, .pt -> torch.
+"""Inference backends chosen by model file type: .onnx -> onnxruntime, .ts -> TorchScript,
+.pt2 -> torch.export (PyTorch 2), .pt -> the derived child in torch.
 
 Each backend maps a float32 NCHW numpy batch to numpy logits and carries the
 model's metadata. The ONNX backend imports no torch.
@@ -24,18 +25,31 @@ class Backend(Protocol):
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+def onnx_providers(provider: str | None = None) -> list[str]:
+    """onnxruntime providers to try, in order: `provider` when named ('cpu', 'cuda' or a full name such as
+    'CUDAExecutionProvider'), else CUDA when installed; the CPU always last. Naming one that is not
+    installed is an error."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if provider is None:
+        return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
+    name = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}.get(provider.lower(), provider)
+    if name not in available:
+        raise DhaError(f"onnxruntime provider '{provider}' is not installed here",
+                       "use one of: " + ", ".join(available))
+    return list(dict.fromkeys([name, "CPUExecutionProvider"]))
+
+
 class OnnxBackend:
-    """onnxruntime, on the CUDA provider when it is available, else the CPU."""
+    """onnxruntime, on the CUDA provider when it is available (or on `provider`), else the CPU."""
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, *, prefer_cuda: bool = True) -> None:
-        import onnxruntime as ort
-
-        providers = ["CPUExecutionProvider"]
-        if prefer_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        self.session = open_onnx_session(path, providers)
+    def __init__(self, path: str | Path, *, prefer_cuda: bool = True, provider: str | None = None,
+                 threads: int | None = None) -> None:
+        providers = onnx_providers(provider) if prefer_cuda or provider else ["CPUExecutionProvider"]
+        self.session = open_onnx_session(path, providers, threads)
         self.metadata = metadata_from_session(self.session, path)
         self.input_name = self.session.get_inputs()[0].name
         self.provider = self.session.get_providers()[0]
@@ -54,6 +68,24 @@ class TorchScriptBackend:
         from dha_pipeline.export.torchscript_format import load_torchscript
 
         self.module, self.metadata = load_torchscript(Path(path))
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.module(torch.from_numpy(batch)).numpy()
+
+
+class Pt2Backend:
+    """A PyTorch 2 program (`torch.export.load(...).module()`) on the CPU."""
+
+    name = "torch.export"
+    provider = "cpu"
+
+    def __init__(self, path: str | Path) -> None:
+        from dha_pipeline.export.pt2_format import load_pt2
+
+        self.module, self.metadata = load_pt2(Path(path))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -85,7 +117,7 @@ class TorchBackend:
             return self.model(torch.from_numpy(batch)).numpy()
 
 
-BACKENDS = {".onnx": OnnxBackend, ".ts": TorchScriptBackend, ".pt": TorchBackend}
+BACKENDS = {".onnx": OnnxBackend, ".ts": TorchScriptBackend, ".pt2": Pt2Backend, ".pt": TorchBackend}
 
 
 def load_backend(path: str | Path) -> Backend:
@@ -96,5 +128,5 @@ def load_backend(path: str | Path) -> Backend:
     factory = BACKENDS.get(path.suffix.lower())
     if factory is None:
         raise DhaError(f"model file '{path}' has an unknown type '{path.suffix}'",
-                       "pass a .onnx, .ts (TorchScript) or .pt (derived child) file")
+                       "pass a .onnx, .ts (TorchScript), .pt2 (PyTorch 2) or .pt (derived child) file")
     return factory(path)

@@ -19,14 +19,15 @@ from dha_pipeline.backends import Backend, load_backend
 from dha_pipeline.data.batches import BatchSource, first_images
 from dha_pipeline.data.cache import build_split
 from dha_pipeline.errors import DhaError
-from dha_pipeline.fileio import write_json, write_text
+from dha_pipeline.fileio import write_json
 from dha_pipeline.layout import ExportLayout
 from dha_pipeline.metrics import call_milliseconds, topk_correct
 from dha_pipeline.preprocess import model_input
-from dha_pipeline.progress import console, progress_bar
+from dha_pipeline.progress import console
 from dha_pipeline.recipe import DataConfig
-from dha_pipeline.report.model_card import model_card
+from dha_pipeline.report.model_card import write_model_card
 from dha_pipeline.report.plots import confusion_matrix
+from dha_pipeline.scoring import split_logits
 
 LATENCY_WARMUP = 3
 LATENCY_BATCH = 32
@@ -95,17 +96,8 @@ def evaluate_model(model_path: str | Path, source: BatchSource, *, dataset: str,
         console.print(f"[yellow]warning:[/yellow] the data's class names differ from the model's; labels are "
                       f"matched by index (data: {classes[:5]}..., model: {model_classes[:5]}...)", highlight=False)
     mean, std = meta["input"]["mean"], meta["input"]["std"]
-    logits = np.empty((len(source), len(model_classes)), dtype=np.float32)
-    labels = np.empty(len(source), dtype=np.int64)
-    with progress_bar() as progress:
-        task = progress.add_task(f"evaluating {split}", total=len(source))
-        done = 0
-        for images, batch_labels in source.batches(batch_size):
-            logits[done:done + len(images)] = backend(model_input(images, mean, std))
-            labels[done:done + len(images)] = batch_labels
-            done += len(images)
-            progress.advance(task, len(images))
-    logits, labels = logits[:done], labels[:done]  # a streamed split may skip unreadable files (data.skip_bad)
+    logits, labels = split_logits(backend, source, mean, std, len(model_classes), batch_size=batch_size,
+                                  description=f"evaluating {split}")
     top1 = topk_correct(logits, labels, 1)
     top5 = topk_correct(logits, labels, 5)
     predictions = logits.argmax(1)
@@ -128,6 +120,6 @@ def evaluate_model(model_path: str | Path, source: BatchSource, *, dataset: str,
     write_json(json_path, report)
     confusion_matrix(matrix, model_classes, png_path, f"{meta['name']} on {dataset} ({split}), "
                                                       f"top-1 {100 * report['top1']:.2f}%")
-    if json_path == export.evaluation and "parity" in meta:
-        write_text(export.model_card, model_card(meta, report))
+    if json_path in (export.evaluation, export.evaluation_of_int8()) and "parity" in meta:
+        write_model_card(export, meta)
     return Evaluation(report, json_path, png_path)

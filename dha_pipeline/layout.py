@@ -11,8 +11,11 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"
 """The cache's manifest, inside any cache directory."""
-MODEL_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.ts"}
-"""Export format -> its file name in the export directory."""
+MODEL_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2",
+                               "onnx_int8": "model.int8.onnx"}
+"""Export format -> its file name in the export directory (onnx_int8 is quantized from the onnx file)."""
+PRIMARY_ORDER = ("onnx", "torchscript", "pt2")
+"""Which file of an export is its primary model: the first of these that was exported."""
 SEARCH_LOGS = ("policy", "hparams", "arch")
 """Per-epoch CSV logs of the search, under search/."""
 
@@ -49,9 +52,9 @@ class ExportLayout:
 
     def evaluation_of(self, model: Path) -> Path:
         """Where `dha evaluate MODEL` writes its report: evaluation.json for the export's primary model
-        (ONNX, or TorchScript when no ONNX file was exported), evaluation.<file>.json for any other."""
-        primary = self.model("onnx") if self.model("onnx").exists() else self.model("torchscript")
-        if model == primary:
+        (the first of PRIMARY_ORDER present), evaluation.<file>.json for any other."""
+        present = [fmt for fmt in PRIMARY_ORDER if self.model(fmt).exists()]
+        if present and model == self.model(present[0]):
             return self.evaluation
         return model.parent / f"evaluation.{model.name}.json"
 
@@ -61,8 +64,32 @@ class ExportLayout:
         return evaluation.with_suffix(".confusion.png")
 
     def primary_model(self, formats: list[str]) -> Path:
-        """The file `dha run` evaluates and prints next: ONNX when exported, else the first format."""
-        return self.model("onnx" if "onnx" in formats else formats[0])
+        """The file `dha run` evaluates and prints next: the first of PRIMARY_ORDER among `formats`."""
+        return self.model(next(fmt for fmt in PRIMARY_ORDER if fmt in formats))
+
+    def evaluation_of_int8(self) -> Path:
+        """The evaluation report of model.int8.onnx."""
+        return self.evaluation_of(self.model("onnx_int8"))
+
+    @property
+    def benchmark_csv(self) -> Path:
+        """benchmark.csv: `dha benchmark`'s table."""
+        return self.root / "benchmark.csv"
+
+    @property
+    def benchmark_png(self) -> Path:
+        """benchmark.png: top-1 against batch-1 latency, one point per format."""
+        return self.root / "benchmark.png"
+
+    def reports(self) -> list[Path]:
+        """Every report in the folder about its model: evaluations, their confusion matrices, the benchmark."""
+        found = [*self.root.glob("evaluation*.json"), *self.root.glob("evaluation*.confusion.png")]
+        return sorted(found + [p for p in (self.benchmark_csv, self.benchmark_png) if p.exists()])
+
+    @property
+    def network_png(self) -> Path:
+        """network.png: the chosen network, drawn for the model card."""
+        return self.root / "network.png"
 
 
 @dataclass(frozen=True)

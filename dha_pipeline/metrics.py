@@ -27,7 +27,10 @@ def call_milliseconds(call: Callable[[], object], runs: int, warmup: int) -> lis
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Boolean per sample: is the label among the k largest logits?"""
+    """Boolean per sample: is the label among the k largest logits? For k = 1 a tie goes to the lower class
+    index (argmax), as everywhere else in dha: int8 models produce exact ties."""
+    if k == 1:
+        return logits.argmax(1) == labels
     k = min(k, logits.shape[1])
     top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
     return (top == labels[:, None]).any(axis=1)

@@ -104,6 +104,6 @@ def predict(model_path: str | Path, inputs: list[str | Path], top_k: int = 5, ba
             continue
         probabilities = softmax(backend(model_input(np.stack(grids), spec["mean"], spec["std"])))
         for path, row in zip(readable, probabilities, strict=True):
-            order = np.argsort(-row)[:k]
+            order = np.argsort(-row, kind="stable")[:k]  # ties: the lower class index first
             result.predictions.append(Prediction(str(path), [(classes[i], float(row[i])) for i in order]))
     return result

@@ -169,11 +169,19 @@ class HpoConfig:
 class ExportConfig:
     """Deployable formats and the numeric parity gate."""
 
-    formats: list[str] = _setting(["onnx", "torchscript"])
+    formats: list[str] = _setting(["onnx", "torchscript", "pt2"], help="onnx, torchscript, pt2 (torch.export)")
     opset: int = _setting(18, low=18, high=23)
     parity_samples: int = _setting(256, low=1, high=100_000)
     parity_max_abs_diff: float = _setting(1e-3, low=0.0, high=1.0)
     parity_min_top1_agreement: float = _setting(0.999, low=0.0, high=1.0)
+    int8: bool = _setting(False, help="also write model.int8.onnx (onnxruntime static QDQ quantization), gated on "
+                                      "val top-1")
+    int8_calibration_images: int = _setting(512, low=1, high=1_000_000,
+                                            help="training images that calibrate the int8 activation ranges "
+                                                 "(export warns under 300)")
+    int8_max_drop: float = _setting(1.0, low=0.0, high=100.0,
+                                    help="the int8 export fails when its val top-1 is more than this many "
+                                         "percentage points below fp32")
 
 
 @dataclass
@@ -334,6 +342,9 @@ def _check_consistency(recipe: Recipe) -> None:
         raise DhaError(f"search.mode = '{search.mode}' searches the architecture, so it needs 'nas' in components",
                        "add 'nas' to search.components, or use mode 'manual'")
     _check_stages(recipe.model)
+    if recipe.export.int8 and "onnx" not in recipe.export.formats:
+        raise DhaError(f"export.int8 quantizes the ONNX model, but export.formats = {recipe.export.formats} has no "
+                       "'onnx'", "add onnx to export.formats (--format), or drop export.int8 (--int8)")
     if recipe.data.storage == "files" and recipe.hpo.estimator == "held_in":
         raise DhaError(*HELD_IN_ON_STREAMED_DATA)
     for low, high in (("lr_low", "lr_high"), ("wd_low", "wd_high")):

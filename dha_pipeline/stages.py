@@ -199,31 +199,52 @@ def derive(recipe: Recipe, *, force: bool = False) -> StageReport:
 
 
 def export(recipe: Recipe, *, force: bool = False) -> StageReport:
-    """Parity-gated model files with metadata in exports/<name>/."""
+    """Parity-gated model files with metadata in exports/<name>/ (and the int8 model, accuracy-gated, when
+    export.int8)."""
+    from dha_pipeline.data.batches import spread_images
     from dha_pipeline.data.cache import load_cache
     from dha_pipeline.derive import load_child
-    from dha_pipeline.export.exporter import check_formats, export_child, parity_images
+    from dha_pipeline.export.exporter import INT8, Int8Inputs, check_formats, export_child, parity_images
+    from dha_pipeline.export.int8 import FEW_CALIBRATION_IMAGES
 
     formats = check_formats(recipe.export.formats)
     layout = recipe.layout
     exports = layout.exports
-    outputs = [exports.model(f) for f in formats] + [exports.metadata]
+    written = formats + ([INT8] if recipe.export.int8 else [])
+    outputs = [exports.model(f) for f in written] + [exports.metadata]
 
     def summary(metadata: dict[str, Any]) -> dict[str, Any]:
         parity = metadata["parity"]
-        return {"formats": ", ".join(formats), "params": f"{metadata['params']:,}", "MACs": f"{metadata['macs']:,}",
+        rows = {"formats": ", ".join(written), "params": f"{metadata['params']:,}", "MACs": f"{metadata['macs']:,}",
                 "parity max |diff|": f"{parity['max_abs_diff']:.2e}",
-                "parity top-1 agreement": f"{100 * parity['top1_agreement']:.2f}% of {parity['num_samples']}",
-                "directory": str(exports.root)}
+                "parity top-1 agreement": f"{100 * parity['top1_agreement']:.2f}% of {parity['num_samples']}"}
+        int8 = metadata.get("int8")
+        if int8:
+            rows["int8 val top-1 (fp32)"] = (f"{100 * int8['int8_top1']:.2f}% ({100 * int8['fp32_top1']:.2f}%), "
+                                            f"drop {int8['drop_points']:.2f} points of {int8['max_drop_points']:g} "
+                                            f"allowed, {int8['num_samples']} images")
+        return {**rows, "directory": str(exports.root)}
 
     def work() -> dict[str, Any]:
         count = recipe.export.parity_samples
         skip_bad = recipe.data.skip_bad
         val = load_cache(layout.cache, ("val",)).source("val", skip_bad=skip_bad)
-        train = load_cache(layout.cache, ("train",)).source("train", skip_bad=skip_bad) if len(val) < count else None
+        needs_train = recipe.export.int8 or len(val) < count
+        train = load_cache(layout.cache, ("train",)).source("train", skip_bad=skip_bad) if needs_train else None
         images, images_source = parity_images(val, train, count)
+        int8 = None
+        if recipe.export.int8:
+            assert train is not None
+            calibration = spread_images(train, recipe.export.int8_calibration_images)
+            if len(calibration) < FEW_CALIBRATION_IMAGES:
+                console.print(f"[yellow]warning:[/yellow] the int8 model is calibrated on only {len(calibration)} "
+                              f"training images (under {FEW_CALIBRATION_IMAGES}): its activation ranges may be "
+                              "poorly estimated; raise export.int8_calibration_images if the data has more",
+                              highlight=False)
+            int8 = Int8Inputs(calibration, val)
+        counts = {split: sum(c) for split, c in json.loads(layout.manifest.read_text())["counts"].items()}
         result = export_child(load_child(layout.child), recipe.name, images, images_source, recipe.export, formats,
-                              exports)
+                              exports, int8, counts, layout.child)
         return summary(result.metadata)
 
     inputs = _file_hashes(layout.child, layout.manifest)
@@ -232,28 +253,36 @@ def export(recipe: Recipe, *, force: bool = False) -> StageReport:
 
 
 def evaluate(recipe: Recipe, *, force: bool = False) -> StageReport:
-    """onnxruntime (or TorchScript) evaluation of the exported model on the prepared held-out split."""
+    """onnxruntime (or TorchScript) evaluation of the exported model on the prepared held-out split, and of
+    the int8 model when there is one."""
     from dha_pipeline.data.cache import load_cache
     from dha_pipeline.evaluate import evaluate_model
 
     layout = recipe.layout
-    model = layout.exports.primary_model(recipe.export.formats)
+    exports = layout.exports
+    int8 = [exports.model("onnx_int8")] if recipe.export.int8 else []
+    models = [exports.primary_model(recipe.export.formats), *int8]
+    reports = [exports.evaluation, *(exports.evaluation_of(model) for model in int8)]
     split = recipe.evaluate.split
 
-    def summary(report: dict[str, Any]) -> dict[str, Any]:
-        return evaluation_summary(report, layout.exports.evaluation)
+    def summary(evaluated: list[dict[str, Any]]) -> dict[str, Any]:
+        rows = evaluation_summary(evaluated[0], exports.evaluation)
+        for report, path in zip(evaluated[1:], reports[1:], strict=True):
+            rows["int8 top-1"] = f"{100 * report['top1']:.2f}%"
+            rows["int8 latency b1 p50"] = f"{report['latency_ms']['batch1_p50']:.2f} ms"
+            rows["int8 report"] = str(path)
+        return rows
 
     def work() -> dict[str, Any]:
         data = load_cache(layout.cache, (split,))
         source = data.source(split, skip_bad=recipe.data.skip_bad)
-        result = evaluate_model(model, source, dataset=data.manifest["dataset"], split=split,
-                                classes=data.classes, batch_size=recipe.evaluate.batch_size,
-                                latency_runs=recipe.evaluate.latency_runs, out=layout.exports.evaluation)
-        return summary(result.report)
+        evaluated = [evaluate_model(model, source, dataset=data.manifest["dataset"], split=split, classes=data.classes,
+                                    batch_size=recipe.evaluate.batch_size, latency_runs=recipe.evaluate.latency_runs,
+                                    out=report).report for model, report in zip(models, reports, strict=True)]
+        return summary(evaluated)
 
-    return _staged(recipe, "evaluate", recipe.section_sha256("evaluate"), _file_hashes(model, layout.manifest),
-                   [layout.exports.evaluation], force, work,
-                   lambda: summary(json.loads(layout.exports.evaluation.read_text())))
+    return _staged(recipe, "evaluate", recipe.section_sha256("evaluate"), _file_hashes(*models, layout.manifest),
+                   reports, force, work, lambda: summary([json.loads(path.read_text()) for path in reports]))
 
 
 def evaluation_summary(report: dict[str, Any], path: Path) -> dict[str, Any]:

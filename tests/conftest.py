@@ -81,6 +81,20 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="session")
+def int8_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """exports/tiny/ of a copy of the shared tiny run, exported again with --int8 (every format)."""
+    import json
+    import shutil
+
+    directory = tmp_path_factory.mktemp("int8_export")
+    shutil.copytree(tiny_run / "runs" / "tiny", directory / "runs" / "tiny")
+    exports = directory / "exports"
+    assert main(["export", str(directory / "runs" / "tiny"), "--int8", "--force",
+                 "--set", f"exports_dir={json.dumps(str(exports))}"]) == 0
+    return exports / "tiny"
+
+
 @pytest.fixture(scope="module")
 def run_dir(tiny_run: Path) -> Path:
     """runs/tiny/ of the shared tiny run."""

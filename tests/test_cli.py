@@ -177,7 +177,7 @@ def test_run_with_torchscript_only_evaluates_the_torchscript_model(tmp_path: Pat
     assert not (export_dir / "model.onnx").exists()
     report = json.loads((export_dir / "evaluation.json").read_text())
     assert report["backend"] == "torchscript" and report["model"] == str(export_dir / "model.ts")
-    assert "Evaluation" in (export_dir / "MODEL_CARD.md").read_text()
+    assert "| class | fp32 (test) |" in (export_dir / "MODEL_CARD.md").read_text()
     out = capsys.readouterr().out
     assert f"dha evaluate {export_dir / 'model.ts'}" in out and "dha predict" not in out
 

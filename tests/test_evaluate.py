@@ -295,7 +295,7 @@ def test_load_backend_by_suffix(models: dict[str, Path], tmp_path: Path) -> None
     upper = tmp_path / "MODEL.ONNX"
     shutil.copy2(models["onnx"], upper)
     assert isinstance(load_backend(upper), OnnxBackend)
-    assert set(BACKENDS) == {".onnx", ".ts", ".pt"}
+    assert set(BACKENDS) == {".onnx", ".ts", ".pt2", ".pt"}
     with pytest.raises(DhaError, match="does not exist"):
         load_backend(tmp_path / "absent.onnx")
     with pytest.raises(DhaError, match="does not exist"):
@@ -328,8 +328,9 @@ def test_backend_metadata(models: dict[str, Path], export_dir: Path) -> None:
     assert TorchScriptBackend(models["ts"]).metadata == exported
     torch_meta = TorchBackend(models["pt"]).metadata
     assert torch_meta["name"] == "tiny"  # runs/<name>/derived/child.pt
-    for key in ("classes", "input", "genotype", "mode", "search_space", "hyperparameters", "recipe_sha256", "data"):
+    for key in ("classes", "input", "genotype", "mode", "search_space", "hyperparameters", "recipe_sha256"):
         assert torch_meta[key] == exported[key], key
+    assert exported["data"] == {**torch_meta["data"], "images": {"train": 1293, "val": 144, "test": 360}}
 
 
 # --------------------------------------------------------------------------- helpers of evaluate

@@ -24,7 +24,7 @@ from dha_pipeline.derive import EXACTNESS_TOLERANCE, Child, derive_child, load_c
 from dha_pipeline.errors import CheckFailed, DhaError
 from dha_pipeline.export import exporter
 from dha_pipeline.export.exporter import FORMATS, build_metadata, check_formats, export_child, parity_images
-from dha_pipeline.export.metadata import (METADATA_KEY, TORCHSCRIPT_EXTRA_FILE, input_spec, package_versions,
+from dha_pipeline.export.metadata import (METADATA_KEY, ARCHIVE_METADATA_FILE, input_spec, package_versions,
                                           read_onnx_metadata)
 from dha_pipeline.export.parity import Parity, compare_logits
 from dha_pipeline.export.torchscript_format import load_torchscript
@@ -183,7 +183,7 @@ def test_metadata_parity_section(metadata: dict) -> None:
     assert parity["max_abs_diff"] <= 1e-3
     assert parity["top1_agreement"] >= 0.999
     assert parity["num_samples"] >= 256
-    assert set(parity["by_format"]) == {"onnx", "torchscript"}
+    assert set(parity["by_format"]) == {"onnx", "torchscript", "pt2"}
     for result in parity["by_format"].values():
         assert result["max_abs_diff"] <= parity["max_abs_diff"]
         assert result["top1_agreement"] >= parity["top1_agreement"]
@@ -240,7 +240,7 @@ def test_input_spec_and_package_versions() -> None:
     versions = package_versions()
     assert versions["python"].count(".") == 2
     assert versions["torch"].split("+")[0] == torch.__version__.split("+")[0]
-    assert TORCHSCRIPT_EXTRA_FILE == "metadata.json"
+    assert ARCHIVE_METADATA_FILE == "metadata.json"
 
 
 def test_build_metadata_matches_child(child: Child, metadata: dict) -> None:
@@ -260,8 +260,11 @@ def test_check_formats() -> None:
         check_formats(["onnx", "tflite"])
     with pytest.raises(DhaError, match="no export format"):
         check_formats([])
-    assert set(FORMATS) == set(MODEL_FILES)
-    assert MODEL_FILES == {"onnx": "model.onnx", "torchscript": "model.ts"}
+    assert set(FORMATS) | {"onnx_int8"} == set(MODEL_FILES)
+    assert MODEL_FILES == {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2",
+                           "onnx_int8": "model.int8.onnx"}
+    with pytest.raises(DhaError, match="unknown export format 'onnx_int8'"):  # int8 comes from --int8 only
+        check_formats(["onnx_int8"])
 
 
 def _source(n: int, value: int) -> ArraySource:
@@ -342,7 +345,8 @@ def test_export_child_writes_requested_formats_and_removes_stale_ones(tmp_path: 
     assert result.files == {"onnx": target / "model.onnx"}
     assert set(result.parity) == {"onnx"}
     assert result.parity["onnx"].passes(1e-3, 0.999)
-    assert sorted(p.name for p in target.iterdir()) == ["MODEL_CARD.md", "metadata.json", "model.onnx", "notes.txt"]
+    assert sorted(p.name for p in target.iterdir()) == ["MODEL_CARD.md", "metadata.json", "model.onnx", "network.png",
+                                                        "notes.txt"]
     assert json.loads((target / "metadata.json").read_text()) == result.metadata
     assert result.metadata["parity"]["num_samples"] == 256
     assert set(result.metadata["parity"]["by_format"]) == {"onnx"}
@@ -488,6 +492,6 @@ def test_derive_child_bad_results(tmp_path: Path, layout: RunLayout) -> None:
 
 def test_model_card_reports_eta_with_its_schedule(export_dir: Path) -> None:
     card = (export_dir / "MODEL_CARD.md").read_text()
-    assert ("eta (fixed by the recipe): base learning rate 0.05, weight decay 0.0003; schedule: 0 warm-up "
-            "epochs, then cosine to 0 over 2 epochs, momentum 0.9") in card
-    assert "## Evaluation" in card and "top-1" in card
+    assert "- eta (fixed by the recipe): base learning rate 0.05, weight decay 0.0003\n" in card
+    assert "- schedule: cosine to 0 over 2 epochs, SGD momentum 0.9\n" in card
+    assert "## Accuracy per class" in card and "| class | fp32 (test) |" in card

@@ -1,8 +1,9 @@
 """Batch sources: how the loop, export's parity gate and evaluate read a split (docs/ARCHITECTURE.md).
 
 A batch source serves one split as uint8 NHWC images at the model's size, with int64 labels, in a
-fixed order. Today every split is an in-memory array (`ArraySource`); a source over a file index
-(DataLoader workers) or a DistributedSampler shard is the same interface.
+fixed order. A split is an in-memory array (`ArraySource`) or a file index decoded by DataLoader
+workers (`data.stream.FileSource`); both also serve every n-th sample (`shard`), for one rank's
+part of validation or for images spread over a whole split.
 """
 
 from __future__ import annotations
@@ -38,6 +39,25 @@ class ArraySource:
         """Consecutive slices of the arrays (views, no copies)."""
         for start in range(0, len(self), batch_size):
             yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
+
+    def shard(self, process: int, processes: int) -> ArraySource:
+        """Every `processes`-th sample from `process` on (views)."""
+        return ArraySource(self.images[process::processes], self.labels[process::processes])
+
+
+class ShardableSource(BatchSource, Protocol):
+    """A batch source that can also serve every n-th of its samples."""
+
+    def shard(self, process: int, processes: int) -> ShardableSource:
+        """Every `processes`-th sample from `process` on."""
+        ...
+
+
+def spread_images(source: ShardableSource, count: int) -> np.ndarray:
+    """Up to `count` images spread evenly over the split (every n-th), so that a split stored in class
+    order still gives every class; only the chosen images are read."""
+    stride = max(1, len(source) // max(count, 1))
+    return first_images([source.shard(0, stride)], count)
 
 
 def first_images(sources: list[BatchSource], count: int) -> np.ndarray:

@@ -17,21 +17,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from dha_pipeline.backends import OnnxBackend, TorchScriptBackend
+from dha_pipeline.backends import OnnxBackend, Pt2Backend, TorchScriptBackend
 from dha_pipeline.data.batches import BatchSource, first_images
 from dha_pipeline.derive import Child
 from dha_pipeline.errors import CheckFailed, DhaError
-from dha_pipeline.export.metadata import METADATA_KEY, TORCHSCRIPT_EXTRA_FILE, input_spec, package_versions
+from dha_pipeline.export.int8 import check_int8, enforce_int8_gate, quantize_onnx
+from dha_pipeline.export.metadata import ARCHIVE_METADATA_FILE, METADATA_KEY, input_spec, package_versions
 from dha_pipeline.export.onnx_format import export_onnx
 from dha_pipeline.export.parity import Parity, compare_logits
+from dha_pipeline.export.pt2_format import export_pt2, load_pt2_program, save_pt2
 from dha_pipeline.export.torchscript_format import export_torchscript
-from dha_pipeline.fileio import staged_directory, write_json, write_text
+from dha_pipeline.fileio import staged_directory, write_json
 from dha_pipeline.layout import MODEL_FILES, ExportLayout
 from dha_pipeline.preprocess import model_input
 from dha_pipeline.progress import progress_bar
 from dha_pipeline.recipe import ExportConfig
-from dha_pipeline.report.model_card import model_card
+from dha_pipeline.report.model_card import write_model_card
 from dha_pipeline.spaces.cost import count_macs, count_params
+from dha_pipeline.spaces.registry import get_space
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,12 @@ def _embed_torchscript(path: Path, metadata: dict[str, Any]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         module = torch.jit.load(str(path), map_location="cpu")
-        torch.jit.save(module, str(path), _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(metadata)})
+        torch.jit.save(module, str(path), _extra_files={ARCHIVE_METADATA_FILE: json.dumps(metadata)})
+
+
+def _embed_pt2(path: Path, metadata: dict[str, Any]) -> None:
+    program, _ = load_pt2_program(path)
+    save_pt2(program, path, metadata)
 
 
 FORMATS: dict[str, ExportFormat] = {
@@ -65,8 +73,12 @@ FORMATS: dict[str, ExportFormat] = {
                          _embed_onnx, lambda p: OnnxBackend(p, prefer_cuda=False)),
     "torchscript": ExportFormat(lambda m, x, p, cfg, meta: export_torchscript(m, x, p, meta),
                                 _embed_torchscript, TorchScriptBackend),
+    "pt2": ExportFormat(lambda m, x, p, cfg, meta: export_pt2(m, x, p, meta), _embed_pt2, Pt2Backend),
 }
-assert set(FORMATS) == set(MODEL_FILES), "every export format needs a file name in the layout"
+"""The formats written from the torch model, each held to the parity gate."""
+INT8 = "onnx_int8"
+"""The int8 model, quantized from the ONNX file and held to the accuracy gate instead."""
+assert set(FORMATS) | {INT8} == set(MODEL_FILES), "every export format needs a file name in the layout"
 
 
 def check_formats(formats: list[str]) -> list[str]:
@@ -86,6 +98,15 @@ def parity_images(val: BatchSource, train: BatchSource | None, count: int) -> tu
     return first_images([val, train], count), "val+train"
 
 
+@dataclass(frozen=True)
+class Int8Inputs:
+    """What the int8 export needs: uint8 NHWC training images to calibrate on, and the validation split
+    that gates it."""
+
+    calibration: np.ndarray
+    val: BatchSource
+
+
 @dataclass
 class ExportResult:
     """Files written and the parity measured for each format."""
@@ -95,8 +116,10 @@ class ExportResult:
     metadata: dict[str, Any]
 
 
-def build_metadata(child: Child, name: str) -> dict[str, Any]:
-    """The metadata contract of a child network (docs/ARCHITECTURE.md; parity is added after the gate)."""
+def build_metadata(child: Child, name: str, images: dict[str, int] | None = None,
+                   child_file: Path | None = None) -> dict[str, Any]:
+    """The metadata contract of a child network (docs/ARCHITECTURE.md; parity is added after the gate);
+    `images` counts the images of each prepared split, `child_file` is the derived child it came from."""
     info = child.info
     return {
         "name": name,
@@ -113,25 +136,44 @@ def build_metadata(child: Child, name: str) -> dict[str, Any]:
         "params": count_params(child.model),
         "macs": count_macs(child.model, child.channels, child.image_size),
         "recipe_sha256": info["recipe_sha256"],
-        "data": info["data"],
+        "data": {**info["data"], **({"images": images} if images else {})},
         "versions": package_versions(),
+        **({"child": str(child_file)} if child_file else {}),
     }
 
 
+def _write_int8(staged: ExportLayout, child: Child, int8: Int8Inputs, config: ExportConfig,
+                reference: np.ndarray, inputs: np.ndarray) -> dict[str, Any]:
+    """Quantize the staged ONNX model, gate it on val top-1; its metadata section (parity included)."""
+    quantize_onnx(staged.model("onnx"), staged.model(INT8), model_input(int8.calibration, child.mean, child.std))
+    check = check_int8(staged.model("onnx"), staged.model(INT8), int8.val, child.mean, child.std,
+                       len(child.classes), len(int8.calibration))
+    enforce_int8_gate(check, config.int8_max_drop)
+    parity = compare_logits(reference, OnnxBackend(staged.model(INT8), prefer_cuda=False)(inputs))
+    return {**check.to_dict(), "max_drop_points": config.int8_max_drop, "parity": parity.to_dict()}
+
+
 def export_child(child: Child, name: str, images: np.ndarray, images_source: str, config: ExportConfig,
-                 formats: list[str], layout: ExportLayout) -> ExportResult:
+                 formats: list[str], layout: ExportLayout, int8: Int8Inputs | None = None,
+                 split_images: dict[str, int] | None = None, child_file: Path | None = None) -> ExportResult:
     """Write every format into the export directory if, and only if, each passes the parity gate on
-    `images` (uint8 NHWC, from `images_source`)."""
+    `images` (uint8 NHWC, from `images_source`), and, given `int8`, the int8 model its accuracy gate.
+    `split_images` (images per prepared split) and `child_file` (the derived child, which `dha benchmark`
+    times as torch eager) go into the metadata."""
     formats = check_formats(formats)
+    if int8 is not None and "onnx" not in formats:
+        raise DhaError("the int8 model is quantized from the ONNX model, which is not among the formats",
+                       "add onnx to --format, or drop --int8")
     inputs = model_input(images, child.mean, child.std)
     model = child.model.eval()
     with torch.no_grad():
         reference = model(torch.from_numpy(inputs)).numpy()
-    metadata = build_metadata(child, name)
+    metadata = build_metadata(child, name, split_images, child_file)
     parity: dict[str, Parity] = {}
+    written = [*formats, *([INT8] if int8 is not None else [])]
     with staged_directory(layout.root) as stage, progress_bar() as progress:
         staged = ExportLayout(stage)
-        task = progress.add_task("exporting", total=len(formats))
+        task = progress.add_task("exporting", total=len(written))
         for fmt_name in formats:
             fmt = FORMATS[fmt_name]
             path = staged.model(fmt_name)
@@ -146,16 +188,20 @@ def export_child(child: Child, name: str, images: np.ndarray, images_source: str
                     f"(limit {config.parity_max_abs_diff:.0e}), top-1 agreement {result.top1_agreement:.4f} "
                     f"(min {config.parity_min_top1_agreement}) on {result.num_samples} images; nothing was written",
                     "report this as a bug, or try another --opset")
+        if int8 is not None:
+            progress.update(task, description="quantizing int8")
+            metadata["int8"] = _write_int8(staged, child, int8, config, reference, inputs)
+            progress.advance(task)
         metadata["parity"] = {
             "max_abs_diff": max(p.max_abs_diff for p in parity.values()),
             "top1_agreement": min(p.top1_agreement for p in parity.values()),
             "num_samples": len(inputs), "images": images_source,
             "by_format": {k: v.to_dict() for k, v in parity.items()}}
-        for fmt_name in formats:
-            FORMATS[fmt_name].embed(staged.model(fmt_name), metadata)
+        for fmt_name in written:
+            FORMATS.get(fmt_name, FORMATS["onnx"]).embed(staged.model(fmt_name), metadata)
         write_json(staged.metadata, metadata)
-        write_text(staged.model_card, model_card(metadata, None))
-    for stale in (f for f in FORMATS if f not in formats):
-        layout.model(stale).unlink(missing_ok=True)
-    return ExportResult({f: layout.model(f) for f in formats}, parity, metadata)
-
+        get_space(metadata["search_space"]).plot(metadata["genotype"], staged.network_png)
+        write_model_card(staged)
+    for stale in [*(layout.model(f) for f in MODEL_FILES if f not in written), *layout.reports()]:
+        stale.unlink(missing_ok=True)  # files and reports of the model this export replaced
+    return ExportResult({f: layout.model(f) for f in written}, parity, metadata)

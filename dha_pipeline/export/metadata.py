@@ -16,7 +16,8 @@ from dha_pipeline.errors import DhaError
 from dha_pipeline.preprocess import PIXEL_SCALE, RESIZE_FILTER
 
 METADATA_KEY = "dha_metadata"
-TORCHSCRIPT_EXTRA_FILE = "metadata.json"
+ARCHIVE_METADATA_FILE = "metadata.json"
+"""The metadata file inside the zip archives of TorchScript (.ts) and PyTorch 2 (.pt2) models."""
 VERSIONED_PACKAGES = ("dha", "torch", "torchvision", "kornia", "onnx", "onnxruntime", "numpy")
 
 
@@ -66,8 +67,9 @@ def parse_metadata(raw: str, path: str | Path) -> dict[str, Any]:
     return metadata
 
 
-def open_onnx_session(path: str | Path, providers: list[str] | None = None) -> Any:
-    """An onnxruntime session, or one error line if the file is missing or not ONNX."""
+def open_onnx_session(path: str | Path, providers: list[str] | None = None, threads: int | None = None) -> Any:
+    """An onnxruntime session (on `threads` intra-op threads; None = onnxruntime's choice), or one error line
+    if the file is missing or not ONNX."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -75,6 +77,8 @@ def open_onnx_session(path: str | Path, providers: list[str] | None = None) -> A
         raise DhaError(f"model file '{path}' does not exist", "check the path, e.g. exports/<name>/model.onnx")
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(str(path), sess_options=options,
                                     providers=providers or ["CPUExecutionProvider"])

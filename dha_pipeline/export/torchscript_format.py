@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dha_pipeline.errors import DhaError
-from dha_pipeline.export.metadata import TORCHSCRIPT_EXTRA_FILE, parse_metadata
+from dha_pipeline.export.metadata import ARCHIVE_METADATA_FILE, parse_metadata
 
 
 def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, Any]) -> None:
@@ -20,12 +20,12 @@ def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, meta
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, example)
-        torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(metadata)})
+        torch.jit.save(traced, str(path), _extra_files={ARCHIVE_METADATA_FILE: json.dumps(metadata)})
 
 
 def load_torchscript(path: Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
     """A TorchScript model and its embedded metadata."""
-    extra = {TORCHSCRIPT_EXTRA_FILE: ""}
+    extra = {ARCHIVE_METADATA_FILE: ""}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -33,6 +33,6 @@ def load_torchscript(path: Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]
         except Exception as exc:  # noqa: BLE001 - torch raises several types for bad archives
             raise DhaError(f"'{path}' is not a valid TorchScript model ({type(exc).__name__})",
                            "pass a model.ts written by `dha export`") from None
-    if not extra[TORCHSCRIPT_EXTRA_FILE]:
+    if not extra[ARCHIVE_METADATA_FILE]:
         raise DhaError(f"TorchScript model '{path}' carries no dha metadata", "export it with `dha export`")
-    return module.eval(), parse_metadata(extra[TORCHSCRIPT_EXTRA_FILE], path)
+    return module.eval(), parse_metadata(extra[ARCHIVE_METADATA_FILE], path)

@@ -128,3 +128,19 @@ def architecture_weights(history: dict[str, list[np.ndarray]], op_names: list[st
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
+
+
+def benchmark_scatter(points: list[tuple[str, float, float]], path: str | Path, title: str) -> None:
+    """Top-1 (%) against batch-1 latency (ms), one labelled point per (label, latency, top-1)."""
+    plt = pyplot()
+    fig, axis = plt.subplots(figsize=(6.5, 4.2))
+    for label, latency, top1 in points:
+        axis.scatter(latency, top1)
+        axis.annotate(label, (latency, top1), fontsize=8, textcoords="offset points", xytext=(5, 4))
+    axis.set_xlabel("batch-1 latency, median (ms)")
+    axis.set_ylabel("top-1 (%)")
+    axis.set_title(title, fontsize=9)
+    axis.grid(alpha=0.3)
+    fig.tight_layout()
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)

@@ -1,0 +1,164 @@
+"""`dha benchmark`: every format of an export, reloaded through the same front end and measured alike.
+
+Each model file present (and the derived child as torch eager, when its file is still where export
+found it) is loaded by its backend, scored on one split with the preprocessing of the export's metadata,
+and timed on real images: batch 1 (warm-up, then the median and p90 of many calls) and batch 32 (median,
+as images per second). torch and onnxruntime are held to the same number of threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dha_pipeline.backends import Backend, OnnxBackend, load_backend, onnx_providers
+from dha_pipeline.data.batches import BatchSource, first_images
+from dha_pipeline.data.cache import build_split
+from dha_pipeline.errors import CheckFailed, DhaError
+from dha_pipeline.evaluate import data_config_for
+from dha_pipeline.layout import MODEL_FILES, ExportLayout
+from dha_pipeline.metrics import call_milliseconds, topk_correct, write_csv
+from dha_pipeline.preprocess import model_input
+from dha_pipeline.report.model_card import write_model_card
+from dha_pipeline.report.plots import benchmark_scatter
+from dha_pipeline.scoring import split_logits
+
+MIN_RUNS = 50
+WARMUP_RUNS = 10
+THROUGHPUT_BATCH = 32
+FORMAT_LABELS = {"torch": "torch eager", "torchscript": "TorchScript", "pt2": "PyTorch 2 (.pt2)",
+                 "onnx": "ONNX fp32", "onnx_int8": "ONNX int8"}
+"""Benchmark rows in table order; 'torch' is the derived child the export came from."""
+
+
+@dataclass(frozen=True)
+class BenchmarkRow:
+    """One format, measured."""
+
+    format: str
+    label: str
+    file: str
+    size_mb: float
+    backend: str
+    provider: str
+    threads: int
+    top1: float
+    batch1_p50_ms: float
+    batch1_p90_ms: float
+    batch32_images_per_s: float
+    runs: int
+    split: str
+    num_samples: int
+    machine: str
+
+
+def present_models(layout: ExportLayout, metadata: dict[str, Any]) -> dict[str, Path]:
+    """Format -> file for every model file in the export folder, and the derived child when it exists."""
+    found = {}
+    child = metadata.get("child")
+    if child and Path(child).is_file():
+        found["torch"] = Path(child)
+    for fmt in FORMAT_LABELS:
+        if fmt in MODEL_FILES and layout.model(fmt).is_file():
+            found[fmt] = layout.model(fmt)
+    return found
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op thread count set to `threads` for the block."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def time_backend(backend: Backend, sample: np.ndarray, runs: int) -> tuple[float, float, float]:
+    """Batch-1 median and p90 milliseconds of `runs` calls, and batch-32 images per second (median of
+    max(10, runs / 5) calls), each after a warm-up; `sample` is float32 NCHW model input."""
+    single = call_milliseconds(lambda: backend(sample[:1]), runs, WARMUP_RUNS)
+    batch = np.concatenate([sample] * -(-THROUGHPUT_BATCH // len(sample)))[:THROUGHPUT_BATCH]
+    batched = call_milliseconds(lambda: backend(batch), max(10, runs // 5), 3)
+    return (statistics.median(single), statistics.quantiles(single, n=10)[8],
+            THROUGHPUT_BATCH / (statistics.median(batched) / 1000.0))
+
+
+def _load(path: Path, provider: str | None, threads: int) -> Backend:
+    if path.suffix == ".onnx":
+        return OnnxBackend(path, provider=provider, threads=threads)
+    return load_backend(path)
+
+
+def benchmark_export(export_dir: str | Path, *, dataset: str | None = None, split: str = "test", runs: int = 100,
+                     threads: int | None = None, provider: str | None = None, download: bool = False
+                     ) -> list[BenchmarkRow]:
+    """Measure every format of an export on one split of `dataset` (default: the model's own data) with
+    `threads` threads (default: every core), write benchmark.csv and benchmark.png into the export folder
+    and rebuild its model card."""
+    from dha_pipeline.latency import machine_name
+    from dha_pipeline.progress import log_line
+
+    layout = ExportLayout(Path(export_dir))
+    if not layout.metadata.is_file():
+        raise DhaError(f"'{export_dir}' is not an export folder (no metadata.json)",
+                       "pass exports/<name>/, written by `dha export`")
+    if runs < MIN_RUNS:
+        raise DhaError(f"--runs {runs} is too few for a median and p90", f"use --runs {MIN_RUNS} or more")
+    threads = threads or os.cpu_count() or 1
+    if provider is not None:
+        onnx_providers(provider)  # an unknown provider fails before anything is measured
+    metadata = json.loads(layout.metadata.read_text())
+    models = present_models(layout, metadata)
+    if not models:
+        raise DhaError(f"export folder '{export_dir}' holds no model file", "run `dha export` first")
+    spec = metadata["input"]
+    config = data_config_for(metadata, dataset, download=download)
+    classes, source = build_split(config, split, image_size=spec["size"], channels=spec["channels"])
+    if len(classes) != len(metadata["classes"]):
+        raise DhaError(f"dataset '{config.dataset}' has {len(classes)} classes but the model predicts "
+                       f"{len(metadata['classes'])}", "benchmark on data with the model's classes")
+    sample = model_input(first_images([source], THROUGHPUT_BATCH), spec["mean"], spec["std"])
+    machine = machine_name()
+    rows = []
+    with torch_threads(threads):
+        for fmt, path in models.items():
+            backend = _load(path, provider, threads)
+            rows.append(_measure(fmt, path, backend, source, metadata, sample, runs, threads, split, machine))
+            log_line(f"benchmark {FORMAT_LABELS[fmt]}: top-1 {100 * rows[-1].top1:.2f}%, batch 1 "
+                     f"{rows[-1].batch1_p50_ms:.3f} ms")
+    write_csv(layout.benchmark_csv, [asdict(row) for row in rows])
+    benchmark_scatter([(f"{row.label}, {row.size_mb:.2f} MB", row.batch1_p50_ms, 100 * row.top1) for row in rows],
+                      layout.benchmark_png, f"{metadata['name']}: {config.dataset} ({split}), {threads} threads")
+    write_model_card(layout)
+    return rows
+
+
+def _measure(fmt: str, path: Path, backend: Backend, source: BatchSource, metadata: dict[str, Any],
+             sample: np.ndarray, runs: int, threads: int, split: str, machine: str) -> BenchmarkRow:
+    spec = metadata["input"]
+    logits, labels = split_logits(backend, source, spec["mean"], spec["std"], len(metadata["classes"]),
+                                  description=f"scoring {FORMAT_LABELS[fmt]}")
+    p50, p90, throughput = time_backend(backend, sample, runs)
+    return BenchmarkRow(fmt, FORMAT_LABELS[fmt], path.name, path.stat().st_size / 1e6, backend.name,
+                        getattr(backend, "provider", "cpu"), threads, float(topk_correct(logits, labels, 1).mean()),
+                        p50, p90, throughput, runs, split, int(len(labels)), machine)
+
+
+def enforce_min_top1(rows: list[BenchmarkRow], floor: float) -> None:
+    """Raise CheckFailed (exit 1) naming every format whose top-1 is below `floor` (a fraction)."""
+    below = [f"{row.label} {100 * row.top1:.2f}%" for row in rows if row.top1 < floor]
+    if below:
+        raise CheckFailed(f"top-1 below --min-top1 {floor:g} ({100 * floor:.2f}%): {', '.join(below)}",
+                          "retrain or re-export the model, or lower the floor")
