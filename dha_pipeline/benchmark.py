@@ -24,6 +24,7 @@ from dha_pipeline.data.batches import BatchSource, first_images
 from dha_pipeline.data.cache import build_split
 from dha_pipeline.errors import CheckFailed, DhaError
 from dha_pipeline.evaluate import data_config_for
+from dha_pipeline.fileio import write_json
 from dha_pipeline.layout import MODEL_FILES, ExportLayout
 from dha_pipeline.metrics import call_milliseconds, topk_correct, write_csv
 from dha_pipeline.preprocess import model_input
@@ -105,8 +106,8 @@ def benchmark_export(export_dir: str | Path, *, dataset: str | None = None, spli
                      threads: int | None = None, provider: str | None = None, download: bool = False
                      ) -> list[BenchmarkRow]:
     """Measure every format of an export on one split of `dataset` (default: the model's own data) with
-    `threads` threads (default: every core), write benchmark.csv and benchmark.png into the export folder
-    and rebuild its model card."""
+    `threads` threads (default: every core), write benchmark.csv, benchmark.json (with top-1 per class)
+    and benchmark.png into the export folder and rebuild its model card."""
     from dha_pipeline.latency import machine_name
     from dha_pipeline.progress import log_line
 
@@ -131,14 +132,17 @@ def benchmark_export(export_dir: str | Path, *, dataset: str | None = None, spli
                        f"{len(metadata['classes'])}", "benchmark on data with the model's classes")
     sample = model_input(first_images([source], THROUGHPUT_BATCH), spec["mean"], spec["std"])
     machine = machine_name()
-    rows = []
+    rows, per_class = [], {}
     with torch_threads(threads):
         for fmt, path in models.items():
             backend = _load(path, provider, threads)
-            rows.append(_measure(fmt, path, backend, source, metadata, sample, runs, threads, split, machine))
+            row, per_class[fmt] = _measure(fmt, path, backend, source, metadata, sample, runs, threads, split, machine)
+            rows.append(row)
             log_line(f"benchmark {FORMAT_LABELS[fmt]}: top-1 {100 * rows[-1].top1:.2f}%, batch 1 "
                      f"{rows[-1].batch1_p50_ms:.3f} ms")
     write_csv(layout.benchmark_csv, [asdict(row) for row in rows])
+    write_json(layout.benchmark_json, {"dataset": config.dataset, "split": split, "rows": [asdict(row) for row in rows],
+                                       "per_class_top1": per_class})
     benchmark_scatter([(f"{row.label}, {row.size_mb:.2f} MB", row.batch1_p50_ms, 100 * row.top1) for row in rows],
                       layout.benchmark_png, f"{metadata['name']}: {config.dataset} ({split}), {threads} threads")
     write_model_card(layout)
@@ -146,14 +150,19 @@ def benchmark_export(export_dir: str | Path, *, dataset: str | None = None, spli
 
 
 def _measure(fmt: str, path: Path, backend: Backend, source: BatchSource, metadata: dict[str, Any],
-             sample: np.ndarray, runs: int, threads: int, split: str, machine: str) -> BenchmarkRow:
+             sample: np.ndarray, runs: int, threads: int, split: str, machine: str
+             ) -> tuple[BenchmarkRow, dict[str, float | None]]:
+    """One format's row, and its top-1 per class (None for a class absent from the split)."""
     spec = metadata["input"]
     logits, labels = split_logits(backend, source, spec["mean"], spec["std"], len(metadata["classes"]),
                                   description=f"scoring {FORMAT_LABELS[fmt]}")
+    correct = topk_correct(logits, labels, 1)
+    per_class = {name: float(correct[labels == i].mean()) if (labels == i).any() else None
+                 for i, name in enumerate(metadata["classes"])}
     p50, p90, throughput = time_backend(backend, sample, runs)
     return BenchmarkRow(fmt, FORMAT_LABELS[fmt], path.name, path.stat().st_size / 1e6, backend.name,
                         getattr(backend, "provider", "cpu"), threads, float(topk_correct(logits, labels, 1).mean()),
-                        p50, p90, throughput, runs, split, int(len(labels)), machine)
+                        p50, p90, throughput, runs, split, int(len(labels)), machine), per_class
 
 
 def enforce_min_top1(rows: list[BenchmarkRow], floor: float) -> None:

@@ -77,6 +77,11 @@ class ExportLayout:
         return self.root / "benchmark.csv"
 
     @property
+    def benchmark_json(self) -> Path:
+        """benchmark.json: the rows of benchmark.csv and each format's top-1 per class."""
+        return self.root / "benchmark.json"
+
+    @property
     def benchmark_png(self) -> Path:
         """benchmark.png: top-1 against batch-1 latency, one point per format."""
         return self.root / "benchmark.png"
@@ -84,7 +89,8 @@ class ExportLayout:
     def reports(self) -> list[Path]:
         """Every report in the folder about its model: evaluations, their confusion matrices, the benchmark."""
         found = [*self.root.glob("evaluation*.json"), *self.root.glob("evaluation*.confusion.png")]
-        return sorted(found + [p for p in (self.benchmark_csv, self.benchmark_png) if p.exists()])
+        return sorted(found + [p for p in (self.benchmark_csv, self.benchmark_json, self.benchmark_png)
+                              if p.exists()])
 
     @property
     def network_png(self) -> Path:

@@ -278,6 +278,12 @@ def test_benchmark_fills_the_model_card(benchmarked: Path) -> None:
     card = (benchmarked / "MODEL_CARD.md").read_text()
     assert "## Latency" in card and "| ONNX int8 | `model.int8.onnx` |" in card and "| torch eager |" in card
     assert "batch-1 latency, median (dha benchmark)" in card
+    # not evaluated yet: the per-class table comes from the benchmark's scores of both ONNX models
+    saved = json.loads((benchmarked / "benchmark.json").read_text())
+    assert saved["split"] == "test" and set(saved["per_class_top1"]) == set(FORMAT_LABELS)
+    assert "| class | fp32 (test) | int8 (test) |" in card
+    onnx_row = next(row for row in saved["rows"] if row["format"] == "onnx")
+    assert f"| top-1 on the test split | {100 * onnx_row['top1']:.1f} % |" in card
 
 
 def test_benchmark_min_top1(benchmarked: Path, capsys: pytest.CaptureFixture[str]) -> None:

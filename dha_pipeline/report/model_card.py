@@ -262,7 +262,8 @@ def _provenance(metadata: dict[str, Any]) -> list[str]:
 def model_card(metadata: dict[str, Any], evaluations: dict[str, dict[str, Any] | None] | None = None,
                benchmark: list[dict[str, str]] | None = None, picture: bool = False) -> str:
     """Markdown model card from the model metadata, the evaluation reports of the fp32 and int8 ONNX
-    models (keys 'fp32', 'int8'; None when absent), the benchmark rows, and whether network.png exists."""
+    models (keys 'fp32', 'int8'; None when absent; reports need only `split`, `top1` and `per_class_top1`
+    beyond what the latency line reads), the benchmark rows, and whether network.png exists."""
     evaluations = evaluations or {}
     benchmark = benchmark or []
     lines = [*_summary(metadata), *_at_a_glance(metadata, evaluations, benchmark), *_how_to_call(metadata),
@@ -276,6 +277,19 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _benchmark_accuracy(benchmark: dict[str, Any] | None) -> dict[str, dict[str, Any] | None]:
+    """The ONNX models' accuracy from benchmark.json, in the shape of evaluation reports."""
+    if not benchmark:
+        return {}
+    found = {}
+    for name, fmt in (("fp32", "onnx"), ("int8", "onnx_int8")):
+        row = next((row for row in benchmark["rows"] if row["format"] == fmt), None)
+        if row is not None:
+            found[name] = {"split": benchmark["split"], "top1": row["top1"],
+                           "per_class_top1": benchmark["per_class_top1"][fmt]}
+    return found
+
+
 def write_model_card(layout: ExportLayout, metadata: dict[str, Any] | None = None) -> Path:
     """Rebuild MODEL_CARD.md from the files of an export folder (`metadata` stands in for a folder without
     metadata.json, holding only model files); returns its path."""
@@ -283,6 +297,8 @@ def write_model_card(layout: ExportLayout, metadata: dict[str, Any] | None = Non
     if metadata is None:
         raise DhaError(f"'{layout.root}' has no metadata.json", "export the model with `dha export`")
     evaluations = {"fp32": _read_json(layout.evaluation), "int8": _read_json(layout.evaluation_of_int8())}
+    if not any(evaluations.values()):  # not evaluated yet: the benchmark's scores stand in
+        evaluations = {**evaluations, **_benchmark_accuracy(_read_json(layout.benchmark_json))}
     benchmark: list[dict[str, str]] = []
     if layout.benchmark_csv.is_file():
         with layout.benchmark_csv.open(newline="") as handle:
