@@ -42,7 +42,8 @@ def _show(report) -> None:  # type: ignore[no-untyped-def]
 def _next_after_export(recipe) -> None:  # type: ignore[no-untyped-def]
     """The commands that use what export wrote."""
     model = recipe.layout.exports.primary_model(recipe.export.formats)
-    commands = [f"dha evaluate {model} --data {recipe.data.dataset} --split test"]
+    commands = [f"dha evaluate {model} --data {recipe.data.dataset} --split test",
+                f"dha benchmark {recipe.layout.exports.root} --data {recipe.data.dataset}"]
     if model.suffix == ".onnx":
         commands.append(f"dha predict {model} IMAGE...")
     next_commands(*commands)
