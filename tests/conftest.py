@@ -43,6 +43,7 @@ components = []
 
 [export]
 parity_samples = 256
+formats = ["onnx", "torchscript"]  # .pt2 (about 5 s an export) is tested in test_deploy.py
 
 [evaluate]
 latency_runs = 2
@@ -90,7 +91,7 @@ def int8_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     directory = tmp_path_factory.mktemp("int8_export")
     shutil.copytree(tiny_run / "runs" / "tiny", directory / "runs" / "tiny")
     exports = directory / "exports"
-    assert main(["export", str(directory / "runs" / "tiny"), "--int8", "--force",
+    assert main(["export", str(directory / "runs" / "tiny"), "--int8", "--force", "--format", "onnx,torchscript,pt2",
                  "--set", f"exports_dir={json.dumps(str(exports))}"]) == 0
     return exports / "tiny"
 

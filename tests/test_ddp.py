@@ -61,6 +61,7 @@ search_epochs = 1
 
 [export]
 parity_samples = 64
+formats = ["onnx", "torchscript"]  # .pt2 (about 5 s an export) is tested in test_deploy.py
 
 [evaluate]
 latency_runs = 2

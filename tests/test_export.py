@@ -183,7 +183,7 @@ def test_metadata_parity_section(metadata: dict) -> None:
     assert parity["max_abs_diff"] <= 1e-3
     assert parity["top1_agreement"] >= 0.999
     assert parity["num_samples"] >= 256
-    assert set(parity["by_format"]) == {"onnx", "torchscript", "pt2"}
+    assert set(parity["by_format"]) == {"onnx", "torchscript"}
     for result in parity["by_format"].values():
         assert result["max_abs_diff"] <= parity["max_abs_diff"]
         assert result["top1_agreement"] >= parity["top1_agreement"]

@@ -25,7 +25,7 @@ from dha_pipeline.export.int8 import check_int8, enforce_int8_gate, quantize_onn
 from dha_pipeline.export.metadata import ARCHIVE_METADATA_FILE, METADATA_KEY, input_spec, package_versions
 from dha_pipeline.export.onnx_format import export_onnx
 from dha_pipeline.export.parity import Parity, compare_logits
-from dha_pipeline.export.pt2_format import export_pt2, load_pt2_program, save_pt2
+from dha_pipeline.export.pt2_format import export_pt2, save_pt2
 from dha_pipeline.export.torchscript_format import export_torchscript
 from dha_pipeline.fileio import staged_directory, write_json
 from dha_pipeline.layout import MODEL_FILES, ExportLayout
@@ -39,14 +39,15 @@ from dha_pipeline.spaces.registry import get_space
 
 @dataclass(frozen=True)
 class ExportFormat:
-    """One deployable format (its file name is `MODEL_FILES[name]`): writer, metadata embedder, loader."""
+    """One deployable format (its file name is `MODEL_FILES[name]`): writer, metadata embedder (given what
+    the writer returned), loader."""
 
     write: Callable[[torch.nn.Module, torch.Tensor, Path, ExportConfig, dict[str, Any]], Any]
-    embed: Callable[[Path, dict[str, Any]], None]
+    embed: Callable[[Path, dict[str, Any], Any], None]
     load: Callable[[Path], Callable[[np.ndarray], np.ndarray]]
 
 
-def _embed_onnx(path: Path, metadata: dict[str, Any]) -> None:
+def _embed_onnx(path: Path, metadata: dict[str, Any], _: Any = None) -> None:
     import onnx
 
     proto = onnx.load(str(path))
@@ -56,16 +57,15 @@ def _embed_onnx(path: Path, metadata: dict[str, Any]) -> None:
     onnx.save(proto, str(path))
 
 
-def _embed_torchscript(path: Path, metadata: dict[str, Any]) -> None:
+def _embed_torchscript(path: Path, metadata: dict[str, Any], _: Any = None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         module = torch.jit.load(str(path), map_location="cpu")
         torch.jit.save(module, str(path), _extra_files={ARCHIVE_METADATA_FILE: json.dumps(metadata)})
 
 
-def _embed_pt2(path: Path, metadata: dict[str, Any]) -> None:
-    program, _ = load_pt2_program(path)
-    save_pt2(program, path, metadata)
+def _embed_pt2(path: Path, metadata: dict[str, Any], program: torch.export.ExportedProgram) -> None:
+    save_pt2(program, path, metadata)  # the program export_pt2 returned: no second load
 
 
 FORMATS: dict[str, ExportFormat] = {
@@ -170,6 +170,7 @@ def export_child(child: Child, name: str, images: np.ndarray, images_source: str
         reference = model(torch.from_numpy(inputs)).numpy()
     metadata = build_metadata(child, name, split_images, child_file)
     parity: dict[str, Parity] = {}
+    returned: dict[str, Any] = {}
     written = [*formats, *([INT8] if int8 is not None else [])]
     with staged_directory(layout.root) as stage, progress_bar() as progress:
         staged = ExportLayout(stage)
@@ -178,7 +179,7 @@ def export_child(child: Child, name: str, images: np.ndarray, images_source: str
             fmt = FORMATS[fmt_name]
             path = staged.model(fmt_name)
             progress.update(task, description=f"exporting {fmt_name}")
-            fmt.write(model, torch.from_numpy(inputs[:2]), path, config, metadata)
+            returned[fmt_name] = fmt.write(model, torch.from_numpy(inputs[:2]), path, config, metadata)
             parity[fmt_name] = compare_logits(reference, fmt.load(path)(inputs))
             progress.advance(task)
             if not parity[fmt_name].passes(config.parity_max_abs_diff, config.parity_min_top1_agreement):
@@ -198,7 +199,7 @@ def export_child(child: Child, name: str, images: np.ndarray, images_source: str
             "num_samples": len(inputs), "images": images_source,
             "by_format": {k: v.to_dict() for k, v in parity.items()}}
         for fmt_name in written:
-            FORMATS.get(fmt_name, FORMATS["onnx"]).embed(staged.model(fmt_name), metadata)
+            FORMATS.get(fmt_name, FORMATS["onnx"]).embed(staged.model(fmt_name), metadata, returned.get(fmt_name))
         write_json(staged.metadata, metadata)
         get_space(metadata["search_space"]).plot(metadata["genotype"], staged.network_png)
         write_model_card(staged)

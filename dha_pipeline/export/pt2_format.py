@@ -31,14 +31,16 @@ def _quiet_torch_export() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def export_pt2(model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, Any]) -> None:
+def export_pt2(model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, Any]
+               ) -> torch.export.ExportedProgram:
     """Export `model` (eval mode) with `torch.export.export`, the batch axis dynamic, and save it with
-    `metadata.json` embedded."""
+    `metadata.json` embedded; returns the program."""
     model.eval()
     example = example if example.shape[0] >= 2 else example.repeat(2, 1, 1, 1)  # batch 1 would be specialized
     with _quiet_torch_export(), torch.no_grad():
         program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
     save_pt2(program, path, metadata)
+    return program
 
 
 def save_pt2(program: torch.export.ExportedProgram, path: Path, metadata: dict[str, Any]) -> None:
