@@ -4,6 +4,7 @@ the same global batch, resume exactly, and stop together."""
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import os
 import signal
@@ -219,6 +220,8 @@ def _nan_on_rank_one(process: int, init_file: str, recipe_path: str, results: st
         except DhaError as error:
             outcome = str(error)
         Path(f"{results}.{process}").write_text(outcome)
+        # leave together: a rank tearing gloo down while the other still talks to it can abort the other
+        dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
     finally:
         dist.destroy_process_group()
 
