@@ -216,8 +216,9 @@ def benchmark(export_dir: Annotated[Path, typer.Argument(help="an export folder,
     rows = benchmark_export(export_dir, dataset=data, split=split, runs=runs, threads=threads, provider=provider,
                             download=download)
     first = rows[0]
-    table = Table(title=f"dha benchmark: {first.split} split ({first.num_samples} images), {first.threads} threads, "
-                        f"{first.machine}", title_justify="left")
+    threads = f"{first.threads} thread" + ("s" if first.threads != 1 else "")
+    table = Table(title=f"dha benchmark: {first.split} split ({first.num_samples} images), {threads}, {first.machine}",
+                  title_justify="left")
     for column in ("format", "file", "size", "provider", "top-1", "batch 1 median", "batch 1 p90", "batch 32"):
         table.add_column(column, justify="left" if column in ("format", "file", "provider") else "right")
     for row in rows:

@@ -94,11 +94,11 @@ def _at_a_glance(metadata: dict[str, Any], evaluations: dict[str, dict[str, Any]
         rows.append([f"top-1 on val ({int8['num_samples']} images, the int8 gate)", percent(int8["fp32_top1"]),
                      f"{percent(int8['int8_top1'])} ({0.0 - int8['drop_points']:+.1f} points)"])
     by_format = {row["format"]: row for row in benchmark}
+    shown = {"batch1_p50_ms": lambda v: f"{v:.3g} ms", "batch32_images_per_s": lambda v: f"{v:,.0f} img/s"}
     for label, key in (("batch-1 latency, median", "batch1_p50_ms"), ("batch-32 throughput", "batch32_images_per_s")):
         values = [by_format.get(name, {}).get(key) for name in ("onnx", "onnx_int8")]
         if any(values):
-            unit = " ms" if key.endswith("_ms") else " img/s"
-            rows.append([label + " (dha benchmark)", *(f"{float(v):.3g}{unit}" if v else "n/a" for v in values)])
+            rows.append([label + " (dha benchmark)", *(shown[key](float(v)) if v else "n/a" for v in values)])
     lines = ["", "## At a glance", "", "| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row[:1 + len(columns)]) + " |" for row in rows]
     return lines
@@ -195,7 +195,8 @@ def _latency(benchmark: list[dict[str, str]], evaluations: dict[str, dict[str, A
     lines = ["", "## Latency", ""]
     if benchmark:
         first = benchmark[0]
-        lines += [f"`dha benchmark` on {first['machine']}, {first['threads']} threads, top-1 on the "
+        threads = f"{first['threads']} thread" + ("s" if int(first["threads"]) != 1 else "")
+        lines += [f"`dha benchmark` on {first['machine']}, {threads}, top-1 on the "
                   f"{first['split']} split ({first['num_samples']} images):", "",
                   "| format | file | size | provider | top-1 | batch 1 median | batch 1 p90 | batch 32 |",
                   "|---|---|---|---|---|---|---|---|"]
