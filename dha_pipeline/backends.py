@@ -58,63 +58,55 @@ class OnnxBackend:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
-class TorchScriptBackend:
+class _TorchModuleBackend:
+    """A torch module (`self.module`) on the CPU, called without gradients."""
+
+    provider = "cpu"
+    module: Any
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.module(torch.from_numpy(batch)).numpy()
+
+
+class TorchScriptBackend(_TorchModuleBackend):
     """A traced TorchScript model on the CPU."""
 
     name = "torchscript"
-    provider = "cpu"
 
     def __init__(self, path: str | Path) -> None:
         from dha_pipeline.export.torchscript_format import load_torchscript
 
         self.module, self.metadata = load_torchscript(Path(path))
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        import torch
 
-        with torch.no_grad():
-            return self.module(torch.from_numpy(batch)).numpy()
-
-
-class Pt2Backend:
+class Pt2Backend(_TorchModuleBackend):
     """A PyTorch 2 program (`torch.export.load(...).module()`) on the CPU."""
 
     name = "torch.export"
-    provider = "cpu"
 
     def __init__(self, path: str | Path) -> None:
         from dha_pipeline.export.pt2_format import load_pt2
 
         self.module, self.metadata = load_pt2(Path(path))
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        import torch
 
-        with torch.no_grad():
-            return self.module(torch.from_numpy(batch)).numpy()
-
-
-class TorchBackend:
+class TorchBackend(_TorchModuleBackend):
     """The derived child (`runs/<name>/derived/child.pt`) as a plain torch module on the CPU."""
 
     name = "torch"
-    provider = "cpu"
 
     def __init__(self, path: str | Path) -> None:
         from dha_pipeline.derive import load_child
         from dha_pipeline.export.metadata import input_spec
 
         child = load_child(Path(path))
-        self.model = child.model
+        self.module = child.model
         self.metadata = {"name": Path(path).parent.parent.name, "classes": child.classes,
                          "input": input_spec(child.image_size, child.channels, child.mean, child.std),
                          **child.info}
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            return self.model(torch.from_numpy(batch)).numpy()
 
 
 BACKENDS = {".onnx": OnnxBackend, ".ts": TorchScriptBackend, ".pt2": Pt2Backend, ".pt": TorchBackend}

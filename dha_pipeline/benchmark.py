@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -23,10 +22,10 @@ from dha_pipeline.backends import Backend, OnnxBackend, load_backend, onnx_provi
 from dha_pipeline.data.batches import BatchSource, first_images
 from dha_pipeline.data.cache import build_split
 from dha_pipeline.errors import CheckFailed, DhaError
-from dha_pipeline.evaluate import data_config_for
+from dha_pipeline.evaluate import LATENCY_BATCH, data_config_for, measure_latency
 from dha_pipeline.fileio import write_json
 from dha_pipeline.layout import MODEL_FILES, ExportLayout
-from dha_pipeline.metrics import call_milliseconds, topk_correct, write_csv
+from dha_pipeline.metrics import per_class_mean, topk_correct, write_csv
 from dha_pipeline.preprocess import model_input
 from dha_pipeline.report.model_card import write_model_card
 from dha_pipeline.report.plots import benchmark_scatter
@@ -34,7 +33,7 @@ from dha_pipeline.scoring import split_logits
 
 MIN_RUNS = 50
 WARMUP_RUNS = 10
-THROUGHPUT_BATCH = 32
+THROUGHPUT_BATCH = LATENCY_BATCH
 FORMAT_LABELS = {"torch": "torch eager", "torchscript": "TorchScript", "pt2": "PyTorch 2 (.pt2)",
                  "onnx": "ONNX fp32", "onnx_int8": "ONNX int8"}
 """Benchmark rows in table order; 'torch' is the derived child the export came from."""
@@ -89,11 +88,8 @@ def torch_threads(threads: int) -> Iterator[None]:
 def time_backend(backend: Backend, sample: np.ndarray, runs: int) -> tuple[float, float, float]:
     """Batch-1 median and p90 milliseconds of `runs` calls, and batch-32 images per second (median of
     max(10, runs / 5) calls), each after a warm-up; `sample` is float32 NCHW model input."""
-    single = call_milliseconds(lambda: backend(sample[:1]), runs, WARMUP_RUNS)
-    batch = np.concatenate([sample] * -(-THROUGHPUT_BATCH // len(sample)))[:THROUGHPUT_BATCH]
-    batched = call_milliseconds(lambda: backend(batch), max(10, runs // 5), 3)
-    return (statistics.median(single), statistics.quantiles(single, n=10)[8],
-            THROUGHPUT_BATCH / (statistics.median(batched) / 1000.0))
+    latency = measure_latency(backend, sample, runs, warmup=WARMUP_RUNS, batch_runs=max(10, runs // 5))
+    return latency["batch1_p50"], latency["batch1_p90"], THROUGHPUT_BATCH / (latency["batch32_p50"] / 1000.0)
 
 
 def _load(path: Path, provider: str | None, threads: int) -> Backend:
@@ -157,11 +153,10 @@ def _measure(fmt: str, path: Path, backend: Backend, source: BatchSource, metada
     logits, labels = split_logits(backend, source, spec["mean"], spec["std"], len(metadata["classes"]),
                                   description=f"scoring {FORMAT_LABELS[fmt]}")
     correct = topk_correct(logits, labels, 1)
-    per_class = {name: float(correct[labels == i].mean()) if (labels == i).any() else None
-                 for i, name in enumerate(metadata["classes"])}
+    per_class = per_class_mean(correct, labels, metadata["classes"])
     p50, p90, throughput = time_backend(backend, sample, runs)
     return BenchmarkRow(fmt, FORMAT_LABELS[fmt], path.name, path.stat().st_size / 1e6, backend.name,
-                        getattr(backend, "provider", "cpu"), threads, float(topk_correct(logits, labels, 1).mean()),
+                        getattr(backend, "provider", "cpu"), threads, float(correct.mean()),
                         p50, p90, throughput, runs, split, int(len(labels)), machine), per_class
 
 

@@ -21,7 +21,7 @@ from dha_pipeline.data.cache import build_split
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import write_json
 from dha_pipeline.layout import ExportLayout
-from dha_pipeline.metrics import call_milliseconds, topk_correct
+from dha_pipeline.metrics import call_milliseconds, per_class_mean, topk_correct
 from dha_pipeline.preprocess import model_input
 from dha_pipeline.progress import console
 from dha_pipeline.recipe import DataConfig
@@ -53,14 +53,14 @@ def data_config_for(metadata: dict[str, Any], dataset: str | None, *, download: 
                       eval_crop=metadata["input"].get("crop", 1.0), download=download)
 
 
-def measure_latency(backend: Backend, sample: np.ndarray, runs: int) -> dict[str, float]:
-    """Batch-1 p50/p90 and batch-32 p50 wall-clock latency in milliseconds."""
-    def timed(batch: np.ndarray) -> list[float]:
-        return call_milliseconds(lambda: backend(batch), runs, LATENCY_WARMUP)
-
-    batch1 = timed(sample[:1])
+def measure_latency(backend: Backend, sample: np.ndarray, runs: int, *, warmup: int = LATENCY_WARMUP,
+                    batch_runs: int | None = None) -> dict[str, float]:
+    """Batch-1 p50/p90 of `runs` calls and batch-32 p50 of `batch_runs` calls (default `runs`), in
+    milliseconds, each after `warmup` untimed calls; `sample` (model input) is repeated up to batch 32."""
+    batch1 = call_milliseconds(lambda: backend(sample[:1]), runs, warmup)
     repeats = -(-LATENCY_BATCH // len(sample))
-    batch32 = timed(np.concatenate([sample] * repeats)[:LATENCY_BATCH])
+    batch = np.concatenate([sample] * repeats)[:LATENCY_BATCH]
+    batch32 = call_milliseconds(lambda: backend(batch), batch_runs or runs, warmup)
     quantiles = statistics.quantiles(batch1, n=10) if len(batch1) > 1 else [batch1[0]] * 9
     return {"batch1_p50": statistics.median(batch1), "batch1_p90": quantiles[8],
             "batch32_p50": statistics.median(batch32)}
@@ -103,8 +103,7 @@ def evaluate_model(model_path: str | Path, source: BatchSource, *, dataset: str,
     predictions = logits.argmax(1)
     matrix = np.zeros((len(model_classes), len(model_classes)), dtype=np.int64)
     np.add.at(matrix, (labels, predictions), 1)
-    per_class = {name: float(top1[labels == i].mean()) if (labels == i).any() else None
-                 for i, name in enumerate(model_classes)}
+    per_class = per_class_mean(top1, labels, model_classes)
     latency = measure_latency(backend, model_input(first_images([source], LATENCY_BATCH), mean, std), latency_runs)
     report = {
         "model": str(model_path), "top1": float(top1.mean()), "top5": float(top5.mean()),

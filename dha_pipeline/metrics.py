@@ -36,6 +36,12 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return (top == labels[:, None]).any(axis=1)
 
 
+def per_class_mean(correct: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float | None]:
+    """Class name -> mean of `correct` over that class's samples (None for a class with no sample)."""
+    return {name: float(correct[labels == i].mean()) if (labels == i).any() else None
+            for i, name in enumerate(classes)}
+
+
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """Atomically write rows as CSV; columns are the union of the rows' keys, in first-seen order."""
     buffer = io.StringIO()

@@ -228,7 +228,8 @@ def export(recipe: Recipe, *, force: bool = False) -> StageReport:
     def work() -> dict[str, Any]:
         count = recipe.export.parity_samples
         skip_bad = recipe.data.skip_bad
-        val = load_cache(layout.cache, ("val",)).source("val", skip_bad=skip_bad)
+        prepared = load_cache(layout.cache, ("val",))
+        val = prepared.source("val", skip_bad=skip_bad)
         needs_train = recipe.export.int8 or len(val) < count
         train = load_cache(layout.cache, ("train",)).source("train", skip_bad=skip_bad) if needs_train else None
         images, images_source = parity_images(val, train, count)
@@ -242,7 +243,7 @@ def export(recipe: Recipe, *, force: bool = False) -> StageReport:
                               "poorly estimated; raise export.int8_calibration_images if the data has more",
                               highlight=False)
             int8 = Int8Inputs(calibration, val)
-        counts = {split: sum(c) for split, c in json.loads(layout.manifest.read_text())["counts"].items()}
+        counts = {split: sum(c) for split, c in prepared.manifest["counts"].items()}
         result = export_child(load_child(layout.child), recipe.name, images, images_source, recipe.export, formats,
                               exports, int8, counts, layout.child)
         return summary(result.metadata)
