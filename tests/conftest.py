@@ -50,6 +50,8 @@ latency_runs = 2
 """
 
 
+INT8_MAX_DROP = 3.0
+"""The int8 gate of the tiny child's export (see `int8_export`)."""
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
@@ -84,7 +86,10 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def int8_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """exports/tiny/ of a copy of the shared tiny run, exported again with --int8 (every format)."""
+    """exports/tiny/ of a copy of the shared tiny run, exported again with --int8 (every format). The tiny
+    child (2.9 k parameters, 4 channels, 2 epochs, 81 % val) has thin margins: int8 moves 2 of its 144 val
+    images (1.4 points) on an AVX2 CPU, so its gate allows 3 points; the default 1-point gate holds for the
+    quickstart child (no drop)."""
     import json
     import shutil
 
@@ -92,7 +97,7 @@ def int8_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     shutil.copytree(tiny_run / "runs" / "tiny", directory / "runs" / "tiny")
     exports = directory / "exports"
     assert main(["export", str(directory / "runs" / "tiny"), "--int8", "--force", "--format", "onnx,torchscript,pt2",
-                 "--set", f"exports_dir={json.dumps(str(exports))}"]) == 0
+                 "--set", f"exports_dir={json.dumps(str(exports))}", "--set", f"export.int8_max_drop={INT8_MAX_DROP}"]) == 0
     return exports / "tiny"
 
 

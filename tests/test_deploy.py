@@ -21,6 +21,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from cli.main import main
+from conftest import INT8_MAX_DROP
 from dha_pipeline.backends import OnnxBackend, Pt2Backend, load_backend
 from dha_pipeline.benchmark import FORMAT_LABELS, BenchmarkRow, enforce_min_top1
 from dha_pipeline.data.batches import ArraySource, spread_images
@@ -98,9 +99,9 @@ def test_int8_metadata_records_the_gate(metadata: dict) -> None:
     assert int8["format"] == "QDQ" and "per channel" in int8["weights"]
     assert int8["num_samples"] == 144  # the whole val split
     assert int8["calibration_images"] == 512  # export.int8_calibration_images, spread over 1,293 train images
-    assert int8["max_drop_points"] == 1.0
+    assert int8["max_drop_points"] == INT8_MAX_DROP  # the fixture's export.int8_max_drop
     assert int8["drop_points"] == pytest.approx(100 * (int8["fp32_top1"] - int8["int8_top1"]))
-    assert int8["drop_points"] <= 1.0
+    assert int8["drop_points"] <= INT8_MAX_DROP
     assert 0.9 <= int8["agreement"] <= 1.0
     assert int8["parity"]["num_samples"] == metadata["parity"]["num_samples"]
 
@@ -154,6 +155,7 @@ def test_cli_int8_needs_the_onnx_format(tmp_path: Path, tiny_run: Path, capsys: 
 def test_few_calibration_images_warn(tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run, exports = copy_run(tiny_run, tmp_path)
     code = main(["export", str(run), "--int8", "--format", "onnx", "--set", "export.int8_calibration_images=64",
+                 "--set", f"export.int8_max_drop={INT8_MAX_DROP}",
                  "--set", f"exports_dir={json.dumps(str(exports))}"])
     assert code == 0
     assert "calibrated on only 64 training images" in capsys.readouterr().err
