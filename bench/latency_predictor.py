@@ -24,7 +24,7 @@ import torch
 
 from dha_pipeline.latency import LatencyTable, complete_table, onnx_session, table_path, time_session
 from dha_pipeline.recipe import load_recipe
-from dha_pipeline.report.plots import pyplot
+from dha_pipeline.figures import pyplot
 from dha_pipeline.spaces.base import DataShape
 from dha_pipeline.spaces.registry import get_space
 

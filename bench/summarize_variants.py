@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 
 from dha_pipeline.fileio import write_with
-from dha_pipeline.report.plots import pyplot
+from dha_pipeline.figures import pyplot
 
 
 def run_label(row: dict[str, str]) -> str:

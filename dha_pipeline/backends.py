@@ -104,7 +104,7 @@ class TorchBackend(_TorchModuleBackend):
 
         child = load_child(Path(path))
         self.module = child.model
-        self.metadata = {"name": Path(path).parent.parent.name, "classes": child.classes,
+        self.metadata = {"classes": child.classes,
                          "input": input_spec(child.image_size, child.channels, child.mean, child.std),
                          **child.info}
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import write_json
-from dha_pipeline.search.checkpoint import load_checkpoint, save_checkpoint
+from dha_pipeline.checkpoint import load_checkpoint, save_checkpoint
 from dha_pipeline.search.result import SearchResult
 from dha_pipeline.spaces.registry import get_space
 
@@ -63,7 +63,7 @@ def derive_child(result_path: Path, child_path: Path, genotype_path: Path) -> tu
     gap = _max_logit_gap(trained_logits, child_model, result.channels, result.image_size)
     if gap > EXACTNESS_TOLERANCE:
         raise DhaError(f"derived child differs from the trained network by {gap:.2e}", "report this as a bug")
-    info = {"genotype": result.genotype, "components": result.components, "mode": result.mode,
+    info = {"name": result.name, "genotype": result.genotype, "components": result.components, "mode": result.mode,
             "search_space": result.space, "da_policy": result.da_policy, "base_augment": result.base_augment,
             "hyperparameters": result.hyperparameters, "epochs": result.epochs,
             "final_val_top1": result.final_val_top1, "recipe_sha256": result.recipe_sha256, "data": result.data}

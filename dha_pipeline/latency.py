@@ -22,8 +22,7 @@ import platform
 import statistics
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +34,12 @@ from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import write_json
 from dha_pipeline.metrics import call_milliseconds
 from dha_pipeline.progress import progress_bar
+from dha_pipeline.recipe import Recipe, SearchConfig
+from dha_pipeline.spaces.base import DataShape, LatencyBlock, SearchSpace
 
 WARMUP_RUNS = 10
 OVERHEAD_KEY = "onnxruntime-call"
 """The table entry of one onnxruntime call on a trivial model: the fixed cost added once per network."""
-
-
-@dataclass(frozen=True)
-class LatencyBlock:
-    """One separately timed piece of a network: a key naming its kind and shapes, how to build it (fresh
-    weights: latency does not depend on their values) and its input shape (channels, height, width)."""
-
-    key: str
-    build: Callable[[], nn.Module]
-    input_shape: tuple[int, int, int]
 
 
 def backbone_signature(blocks: list[LatencyBlock]) -> str:
@@ -197,12 +188,12 @@ class LatencyTable:
         return self.summed(blocks) * self.scales.get(backbone_signature(blocks), 1.0)
 
 
-def table_path(search: Any, runs_dir: str) -> Path:
+def table_path(search: SearchConfig, runs_dir: str) -> Path:
     """The latency table a recipe uses: `search.latency_table`, or `<runs_dir>/latency_table.json`."""
     return Path(search.latency_table) if search.latency_table else Path(runs_dir) / "latency_table.json"
 
 
-def complete_table(table: LatencyTable, space: Any, model: Any, shape: Any,
+def complete_table(table: LatencyTable, space: SearchSpace, model: Any, shape: DataShape,
                    blocks: list[LatencyBlock] | None = None) -> int:
     """Measure what `table` lacks for `blocks` (default: every block of the supernet of `model`) and for the
     space's reference networks, then calibrate the backbone if it has no factor yet. Returns the number of
@@ -217,7 +208,7 @@ def complete_table(table: LatencyTable, space: Any, model: Any, shape: Any,
     return measured
 
 
-def prepared_table(recipe: Any, space: Any, shape: Any) -> LatencyTable:
+def prepared_table(recipe: Recipe, space: SearchSpace, shape: DataShape) -> LatencyTable:
     """The recipe's latency table, complete and calibrated for its supernet, measuring what it lacks here
     (one process only: several processes need it complete beforehand)."""
     from dha_pipeline.distributed import world_size

@@ -97,7 +97,8 @@ def int8_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     shutil.copytree(tiny_run / "runs" / "tiny", directory / "runs" / "tiny")
     exports = directory / "exports"
     assert main(["export", str(directory / "runs" / "tiny"), "--int8", "--force", "--format", "onnx,torchscript,pt2",
-                 "--set", f"exports_dir={json.dumps(str(exports))}", "--set", f"export.int8_max_drop={INT8_MAX_DROP}"]) == 0
+                 "--set", f"exports_dir={json.dumps(str(exports))}",
+                 "--set", f"export.int8_max_drop={INT8_MAX_DROP}"]) == 0
     return exports / "tiny"
 
 

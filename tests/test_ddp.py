@@ -27,7 +27,7 @@ from dha_pipeline.errors import DhaError
 from dha_pipeline.launch import Launch
 from dha_pipeline.layout import RunLayout
 from dha_pipeline.search import loop
-from dha_pipeline.search.checkpoint import load_checkpoint
+from dha_pipeline.checkpoint import load_checkpoint
 from dha_pipeline.search.replicas import SHARED_PARTS
 from dha_pipeline.stages import resolve_recipe
 

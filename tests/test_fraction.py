@@ -13,7 +13,7 @@ import torch
 from dha_pipeline.data.cache import build_dataset
 from dha_pipeline.recipe import AugmentConfig, recipe_from_dict
 from dha_pipeline.search import loop
-from dha_pipeline.search.checkpoint import load_checkpoint
+from dha_pipeline.checkpoint import load_checkpoint
 from dha_pipeline.search.fraction import LOGIT_BOUND, FractionLearner
 
 

@@ -21,7 +21,7 @@ from dha_pipeline.errors import DhaError
 from dha_pipeline.layout import RunLayout
 from dha_pipeline.recipe import Recipe, TrainConfig, recipe_from_dict
 from dha_pipeline.search import loop
-from dha_pipeline.search.checkpoint import load_checkpoint
+from dha_pipeline.checkpoint import load_checkpoint
 from dha_pipeline.search.schedule import learning_rate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ from dha_pipeline.export.metadata import read_onnx_metadata
 from dha_pipeline.layout import RunLayout
 from dha_pipeline.recipe import recipe_from_dict, recipe_to_toml
 from dha_pipeline.search import loop
-from dha_pipeline.search.checkpoint import load_checkpoint
+from dha_pipeline.checkpoint import load_checkpoint
 
 CLASSES = ("ant", "bee", "cow")
 PER_CLASS = 24  # 72 train files -> 64 train + 8 val after the val split

@@ -6,20 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dha_pipeline.fileio import write_with
+from dha_pipeline.figures import pyplot, save_png
 
 MAX_PANEL_COLUMNS = 7
 """Panels per row of the architecture-weights figure."""
-
-
-def pyplot():  # type: ignore[no-untyped-def]
-    """matplotlib.pyplot on the non-interactive Agg backend (imported on first use)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def learning_curves(history: list[dict[str, float]], path: str | Path) -> None:
@@ -41,8 +31,7 @@ def learning_curves(history: list[dict[str, float]], path: str | Path) -> None:
     axes[0].legend()
     axes[1].legend()
     fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path, title: str) -> None:
@@ -60,8 +49,7 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path, t
     axis.set_title(title)
     fig.colorbar(image, ax=axis, fraction=0.046)
     fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def policy_heatmap(probs: np.ndarray, op_names: list[str], path: str | Path, title: str) -> None:
@@ -76,8 +64,7 @@ def policy_heatmap(probs: np.ndarray, op_names: list[str], path: str | Path, tit
     axis.set_title(title)
     fig.colorbar(image, ax=axis, fraction=0.046, label="probability")
     fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def hyperparameter_trajectories(rows: list[dict[str, float]], path: str | Path) -> None:
@@ -94,8 +81,7 @@ def hyperparameter_trajectories(rows: list[dict[str, float]], path: str | Path) 
         axis.set_xlabel("epoch")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def architecture_weights(history: dict[str, list[np.ndarray]], op_names: list[str], path: str | Path) -> None:
@@ -126,8 +112,7 @@ def architecture_weights(history: dict[str, list[np.ndarray]], op_names: list[st
         first_row += rows_of[group]
     axes[0][0].legend(fontsize=6)
     fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def benchmark_scatter(points: list[tuple[str, float, float]], path: str | Path, title: str) -> None:
@@ -142,5 +127,4 @@ def benchmark_scatter(points: list[tuple[str, float, float]], path: str | Path, 
     axis.set_title(title, fontsize=9)
     axis.grid(alpha=0.3)
     fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path)

@@ -49,7 +49,7 @@ from dha_pipeline.progress import interactive, log_line, progress_bar
 from dha_pipeline.recipe import SEARCH_SECTIONS, Recipe
 from dha_pipeline.search import observe
 from dha_pipeline.search.architecture import ArchitectureLearner, ChildCost
-from dha_pipeline.search.checkpoint import load_checkpoint, save_checkpoint
+from dha_pipeline.checkpoint import load_checkpoint, save_checkpoint
 from dha_pipeline.search.feed import Feed
 from dha_pipeline.search.fraction import FractionLearner
 from dha_pipeline.search.hpo import HyperSGD, held_in_gradients, optimizer_gradients
@@ -509,7 +509,7 @@ class SearchRun:
         """What derive reads: the trained network, the architecture weights, and what was learned."""
         data = self.data
         return SearchResult(
-            space=self.space.name, kind="supernet" if self.arch is not None else "network",
+            name=self.recipe.name, space=self.space.name, kind="supernet" if self.arch is not None else "network",
             network=self.network.config.to_dict(),
             state_dict={k: v.detach().cpu() for k, v in self.network.state_dict().items()},
             arch_weights=None if self.arch is None else SearchResult.pack_weights(self.arch.weights()),

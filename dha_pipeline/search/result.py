@@ -15,16 +15,18 @@ from typing import Any
 import torch
 
 from dha_pipeline.errors import DhaError
-from dha_pipeline.search.checkpoint import load_checkpoint, save_checkpoint
+from dha_pipeline.checkpoint import load_checkpoint, save_checkpoint
 from dha_pipeline.spaces.base import ArchWeights
 
-RESULT_FORMAT = 1
+RESULT_FORMAT = 2
 
 
 @dataclass
 class SearchResult:
     """The outcome of one search."""
 
+    name: str
+    """The run's name (the recipe's `name`)."""
     space: str
     kind: str
     """'supernet' (the architecture was searched) or 'network' (a plain network was trained)."""

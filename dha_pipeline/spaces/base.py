@@ -8,6 +8,7 @@ space only through `SearchSpace`; nothing outside `spaces/` names a particular s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,6 +59,16 @@ class DataShape:
     num_classes: int
     channels: int
     image_size: int
+
+
+@dataclass(frozen=True)
+class LatencyBlock:
+    """One separately timed piece of a network: a key naming its kind and shapes, how to build it (fresh
+    weights: latency does not depend on their values) and its input shape (channels, height, width)."""
+
+    key: str
+    build: Callable[[], nn.Module]
+    input_shape: tuple[int, int, int]
 
 
 LARGE_STEM_MIN_SIZE = 128
@@ -139,9 +150,9 @@ class SearchSpace(Protocol):
         training-only parts. The child has `config.to_dict()` and a logits-only `forward`."""
         ...
 
-    def latency_blocks(self, model: Any, shape: DataShape, genotype: Genotype | None) -> list[Any]:
-        """The separately timed `LatencyBlock`s (dha_pipeline/latency.py) of `genotype`'s network, or (None)
-        of every choice of the supernet; a user error where the space has no latency table."""
+    def latency_blocks(self, model: Any, shape: DataShape, genotype: Genotype | None) -> list[LatencyBlock]:
+        """The separately timed blocks (the latency table's entries, dha_pipeline/latency.py) of `genotype`'s
+        network, or (None) of every choice of the supernet; a user error where the space has no latency table."""
         ...
 
     def describe(self, genotype: Genotype) -> dict[str, str]:

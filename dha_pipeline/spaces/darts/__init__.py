@@ -15,8 +15,7 @@ from typing import Any
 from torch import nn
 
 from dha_pipeline.errors import DhaError
-from dha_pipeline.latency import LatencyBlock
-from dha_pipeline.spaces.base import ArchWeights, DataShape, DecisionPoint, PointKey, Support
+from dha_pipeline.spaces.base import ArchWeights, DataShape, DecisionPoint, LatencyBlock, PointKey, Support
 from dha_pipeline.spaces.darts.fold import child_from_supernet, genotype_from_supports
 from dha_pipeline.spaces.darts.genotype import Genotype, known_genotype
 from dha_pipeline.spaces.darts.network import DartsNetwork, NetworkConfig

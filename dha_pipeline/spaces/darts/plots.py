@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dha_pipeline.fileio import write_with
-from dha_pipeline.report.plots import pyplot
+from dha_pipeline.figures import pyplot, save_png
 
 
 def cell_diagrams(genotype: dict[str, Any], path: str | Path) -> None:
@@ -43,5 +42,4 @@ def cell_diagrams(genotype: dict[str, Any], path: str | Path) -> None:
         axis.set_title(f"{cell_type} cell")
         axis.axis("off")
     fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path)

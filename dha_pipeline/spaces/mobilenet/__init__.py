@@ -15,8 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from dha_pipeline.latency import LatencyBlock
-from dha_pipeline.spaces.base import ArchWeights, DataShape, DecisionPoint, PointKey, Support
+from dha_pipeline.spaces.base import ArchWeights, DataShape, DecisionPoint, LatencyBlock, PointKey, Support
 from dha_pipeline.spaces.mobilenet.backbone import Backbone
 from dha_pipeline.spaces.mobilenet.blocks import SKIP
 from dha_pipeline.spaces.mobilenet.fold import child_from_supernet, genotype_from_supports

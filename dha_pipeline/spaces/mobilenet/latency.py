@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from dha_pipeline.latency import LatencyBlock
+from dha_pipeline.spaces.base import LatencyBlock
 from dha_pipeline.spaces.mobilenet.backbone import FIRST_CHANNELS, STEM_CHANNELS, Backbone
 from dha_pipeline.spaces.mobilenet.blocks import SKIP, ConvBNAct, MBConv
 from dha_pipeline.spaces.mobilenet.genotype import MobileGenotype

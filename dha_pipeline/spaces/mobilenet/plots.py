@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dha_pipeline.fileio import write_with
-from dha_pipeline.report.plots import pyplot
+from dha_pipeline.figures import pyplot, save_png
 from dha_pipeline.spaces.mobilenet.blocks import EXPANSIONS, KERNELS, SKIP, parse_choice
 
 BOX_WIDTH = 0.8
@@ -41,5 +40,4 @@ def layer_boxes(genotype: dict[str, Any], path: str | Path) -> None:
     axis.set_title(f"MobileNet-space child: {len(layers) - layers.count(SKIP)} MBConv layers, "
                    f"{layers.count(SKIP)} skipped")
     fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path)
