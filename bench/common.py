@@ -9,16 +9,18 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from dha_pipeline.data.batches import ArraySource
 from dha_pipeline.data.cache import PreparedData
 
 
 def synthetic_data(n: int, size: int, channels: int = 3, classes: int = 10, seed: int = 0) -> PreparedData:
     """Random uint8 images in every split, shaped like a cached dataset."""
     rng = np.random.default_rng(seed)
-    x = {split: rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8) for split in ("train", "val", "test")}
-    y = {split: rng.integers(0, classes, n).astype(np.int64) for split in x}
-    manifest = {"dataset": "synthetic", "split": {}, "channels": channels, "image_size": size}
-    return PreparedData([str(c) for c in range(classes)], x, y, [0.5] * channels, [0.25] * channels, manifest)
+    sources = {split: ArraySource(rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8),
+                                  rng.integers(0, classes, n).astype(np.int64)) for split in ("train", "val", "test")}
+    manifest = {"dataset": "synthetic", "split": {}, "channels": channels, "image_size": size,
+                "classes": [str(c) for c in range(classes)], "mean": [0.5] * channels, "std": [0.25] * channels}
+    return PreparedData(manifest, dict(sources))
 
 
 def interleaved_medians(candidates: dict[str, Callable[[], object]], rounds: int, warmup: int = 2

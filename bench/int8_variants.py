@@ -56,8 +56,8 @@ def main() -> None:
     meta = json.loads((args.export_dir / "metadata.json").read_text())
     mean, std = meta["input"]["mean"], meta["input"]["std"]
     cache = RunLayout.of(args.run_dir.parent, "", args.run_dir.name).cache
-    train = load_cache(cache, ("train",)).source("train")
-    val = load_cache(cache, ("val",)).source("val")
+    train = load_cache(cache, ("train",)).sources["train"]
+    val = load_cache(cache, ("val",)).sources["val"]
     calibration = model_input(spread_images(train, args.calibration), mean, std)
     images, labels = next(iter(val.batches(len(val))))
     inputs = model_input(images, mean, std)

@@ -63,7 +63,7 @@ def step_rate(args: argparse.Namespace) -> float:
     run = SearchRun(recipe, data)
     run.network.train()
     index = torch.arange(args.batch, device=run.device)
-    images, labels = run.feed.splits["train"].take(index)
+    images, labels = run.source.splits["train"].take(index)
     seconds = interleaved_medians({"step": lambda: run.train_step(images, labels)}, args.rounds)["step"]
     return args.batch / seconds
 

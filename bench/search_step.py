@@ -70,7 +70,7 @@ def main() -> None:
         runs[name] = run
     dha = runs["dha"]
     index = torch.arange(args.batch, device=dha.device)
-    images, labels = dha.feed.splits["train"].take(index)
+    images, labels = dha.source.splits["train"].take(index)
     unit = to_unit(images)
     per_sample = torch.rand(args.batch, device=dha.device)
 
@@ -84,14 +84,14 @@ def main() -> None:
 
     def hpo_work() -> None:
         """What next_batch HPO adds to a step: the dot products, the hyper-step and writing lr/wd."""
-        dha.hyper.step(dha.theta, 0, 0.0)
+        dha.hyper.update(dha.theta, 0, 0.0)
 
     candidates = {name: (lambda r=run: r.train_step(images, labels)) for name, run in runs.items()}
     candidates.update({"da_work": da_work, "hpo_work": hpo_work})
     medians = interleaved_medians(candidates, args.rounds)
     print(f"torch {torch.__version__}, device {dha.device}, threads {torch.get_num_threads()}, "
           f"batch {args.batch}x3x{args.size}x{args.size}, C={args.channels}, layers={args.layers}, "
-          f"rounds={args.rounds}, precision {args.precision}, channels_last {dha.channels_last}")
+          f"rounds={args.rounds}, precision {args.precision}, channels_last {dha.forward_train.channels_last}")
     for name, seconds in medians.items():
         print(f"{name}_ms={1000 * seconds:.1f} ratio_vs_nas_only={seconds / medians['nas_only']:.3f} "
               f"img_per_s={args.batch / seconds:.0f}")

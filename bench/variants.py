@@ -91,10 +91,10 @@ def run_one(recipe_path: Path, variant: str, seed: int, extra: list[str], work_d
     metadata = json.loads(layout.exports.metadata.read_text())
     split = recipe.evaluate.split
     data = load_cache(layout.cache, (split, "train"))
-    torch_report = evaluate_model(layout.child, data.source(split), dataset=recipe.data.dataset, split=split,
+    torch_report = evaluate_model(layout.child, data.sources[split], dataset=recipe.data.dataset, split=split,
                                   classes=data.classes, latency_runs=1,
                                   out=work_dir / f"{name}.torch_evaluation.json")
-    train_report = evaluate_model(layout.child, data.source("train"), dataset=recipe.data.dataset, split="train",
+    train_report = evaluate_model(layout.child, data.sources["train"], dataset=recipe.data.dataset, split="train",
                                   classes=data.classes, latency_runs=1,
                                   out=work_dir / f"{name}.train_evaluation.json")
     with open(layout.history, newline="") as handle:

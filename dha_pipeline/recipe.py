@@ -1,209 +1,190 @@
 """Recipes: TOML files loaded into typed, validated dataclasses.
 
 Unknown keys, wrong types and out-of-range values are rejected with the key
-path, the offending value and what is allowed. `--set a.b=value` overrides are
-applied to the raw TOML before validation, so they get the same checks.
+path, the offending value and what is allowed (`settings.py`). `[model]` holds the
+chosen search space's own settings (`spaces/<space>/settings.py`). `--set a.b=value`
+overrides are applied to the raw TOML before validation, so they get the same checks.
+Each list of choices is a `Literal` type here, written once; code elsewhere reads it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomli_w
 
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_json, write_text
 from dha_pipeline.layout import RunLayout
-from dha_pipeline.spaces.registry import space_names
-
+from dha_pipeline.settings import build, choices_of, setting, table
+from dha_pipeline.spaces.settings import ModelSettings, default_settings, settings_class
 
 SEARCH_SECTIONS = ("seed", "data", "model", "train", "augment", "search", "hpo")
-COMPONENTS = ("nas", "da", "hpo")
-AUGMENT_FORMS = ("learned_fraction", "paper")
-FRACTION_DATA = ("val", "train")
 """Recipe settings that change what the search/training stage computes."""
 
+Split = Literal["train", "val", "test"]
+Component = Literal["nas", "da", "hpo"]
+Mode = Literal["manual", "joint", "sequential"]
+Estimator = Literal["next_batch", "held_in"]
+AugmentForm = Literal["learned_fraction", "paper"]
+FractionData = Literal["val", "train"]
+Storage = Literal["auto", "memory", "files"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["fp32", "bf16"]
+Switch = Literal["auto", "on", "off"]
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
+Channels = Literal["auto", "1", "3"]
 
-def _setting(default: Any, *, low: float | None = None, high: float | None = None,
-             choices: tuple[Any, ...] | None = None, help: str = "") -> Any:
-    """A recipe field with its allowed range or choices recorded for validation."""
-    meta = {"low": low, "high": high, "choices": choices, "help": help}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
+SPLITS: tuple[Split, ...] = choices_of(Split)
+COMPONENTS: tuple[Component, ...] = choices_of(Component)
 
 
 @dataclass
 class DataConfig:
     """Where the images come from and how they are shaped and split."""
 
-    dataset: str = _setting("digits", help="dataset spec: digits, npz:PATH, imagefolder:PATH, ...")
-    image_size: int = _setting(32, low=4, high=1024, help="images are resized to this square side")
-    channels: str = _setting("auto", choices=("auto", "1", "3"), help="'auto' keeps the source's")
-    val_fraction: float = _setting(0.1, low=0.01, high=0.5, help="train share held out for val")
-    test_fraction: float = _setting(0.2, low=0.01, high=0.5, help="used when the source has no test split")
-    split_seed: int = _setting(0, low=0, high=2**31 - 1)
-    train_subset: int = _setting(0, low=0, high=10**9, help="0 = all; else a stratified subset")
-    download: bool = _setting(False, help="allow torchvision downloads (cifar/flowers)")
-    skip_bad: bool = _setting(False, help="skip unreadable images with a report instead of failing")
-    storage: str = _setting("auto", choices=("auto", "memory", "files"),
-                            help="files: prepare writes an index and training streams the files through "
-                                 "DataLoader workers; auto: files when the pixels would exceed memory_limit_mb")
-    memory_limit_mb: int = _setting(4096, low=1, high=10**8, help="'auto' storage holds splits up to this in memory")
-    eval_crop: float = _setting(1.0, low=0.2, high=1.0,
-                                help="1 = resize the whole image to a square; < 1 = shorter side to "
-                                     "image_size / eval_crop, then the center crop (ImageNet: 0.875)")
-    workers: int = _setting(-1, low=-1, high=256, help="DataLoader workers per process when streaming; -1 = auto")
-    stats_images: int = _setting(2000, low=10, high=10**7, help="train images the channel statistics are "
-                                                                  "measured on when streaming")
-
-
-@dataclass
-class ModelConfig:
-    """The network: its search space, and the space's settings (manual mode trains `genotype`)."""
-
-    space: str = _setting("darts", choices=space_names(), help="the search space (spaces/registry.py)")
-    genotype: str = _setting("auto", help="a known genotype of the space (manual mode); auto = the space's default")
-    init_channels: int = _setting(16, low=4, high=256)
-    layers: int = _setting(8, low=3, high=30)
-    stem: str = _setting("auto", choices=("auto", "small", "large"))
-    auxiliary: bool = _setting(False)
-    auxiliary_weight: float = _setting(0.4, low=0.0, high=10.0)
-    drop_path: float = _setting(0.0, low=0.0, high=0.9)
-    width_mult: float = _setting(1.0, low=0.05, high=4.0, help="mobilenet: channel multiplier (rounded to 8s)")
-    stage_channels: list[int] = _setting([24, 40, 80, 96, 192, 320], help="mobilenet: output channels per stage")
-    stage_depths: list[int] = _setting([4, 4, 4, 4, 4, 1], help="mobilenet: searchable layers per stage")
-    stage_strides: list[int] = _setting([2, 2, 2, 1, 2, 1], help="mobilenet: stride of each stage's first layer")
-    head_channels: int = _setting(1280, low=8, high=16_384, help="mobilenet: channels of the 1x1 conv before pooling")
+    dataset: str = setting("digits", help="dataset spec: digits, npz:PATH, imagefolder:PATH, ...")
+    image_size: int = setting(32, low=4, high=1024, help="images are resized to this square side")
+    channels: Channels = setting("auto", help="'auto' keeps the source's")
+    val_fraction: float = setting(0.1, low=0.01, high=0.5, help="train share held out for val")
+    test_fraction: float = setting(0.2, low=0.01, high=0.5, help="used when the source has no test split")
+    split_seed: int = setting(0, low=0, high=2**31 - 1)
+    train_subset: int = setting(0, low=0, high=10**9, help="0 = all; else a stratified subset")
+    download: bool = setting(False, help="allow torchvision downloads (cifar/flowers)")
+    skip_bad: bool = setting(False, help="skip unreadable images with a report instead of failing")
+    storage: Storage = setting("auto", help="files: prepare writes an index and training streams the files through "
+                                            "DataLoader workers; auto: files when the pixels would exceed "
+                                            "memory_limit_mb")
+    memory_limit_mb: int = setting(4096, low=1, high=10**8, help="'auto' storage holds splits up to this in memory")
+    eval_crop: float = setting(1.0, low=0.2, high=1.0,
+                               help="1 = resize the whole image to a square; < 1 = shorter side to "
+                                    "image_size / eval_crop, then the center crop (ImageNet: 0.875)")
+    workers: int = setting(-1, low=-1, high=256, help="DataLoader workers per process when streaming; -1 = auto")
+    stats_images: int = setting(2000, low=10, high=10**7, help="train images the channel statistics are "
+                                                               "measured on when streaming")
 
 
 @dataclass
 class TrainConfig:
     """The optimizer and schedule: SGD with momentum and a cosine learning rate."""
 
-    epochs: int = _setting(10, low=1, high=10_000)
-    batch_size: int = _setting(64, low=1, high=65_536)
-    lr: float = _setting(0.05, low=1e-6, high=10.0)
-    lr_min: float = _setting(0.0, low=0.0, high=10.0)
-    warmup_epochs: int = _setting(0, low=0, high=1000)
-    momentum: float = _setting(0.9, low=0.0, high=0.999)
-    weight_decay: float = _setting(3e-4, low=0.0, high=1.0)
-    grad_clip: float = _setting(5.0, low=0.0, high=1e6, help="0 disables clipping")
-    label_smoothing: float = _setting(0.0, low=0.0, high=0.5)
-    eval_batch_size: int = _setting(256, low=1, high=65_536)
-    checkpoint_every_steps: int = _setting(0, low=0, high=10**9, help="0 = once per epoch")
-    precision: str = _setting("fp32", choices=("fp32", "bf16"),
-                              help="bf16: the forward passes under bfloat16 autocast (weights, gradients, optimizer "
-                                   "state, hyper-gradients and losses stay fp32)")
-    channels_last: str = _setting("auto", choices=("auto", "on", "off"),
-                                  help="NHWC activations and weights; auto: on CUDA only")
-    compile: str = _setting("off", choices=("off", "default", "reduce-overhead", "max-autotune"),
-                            help="torch.compile mode of the training forward where the architecture is fixed (a "
-                                 "plain network: manual mode, sequential's second phase); reduce-overhead adds "
-                                 "CUDA graphs")
+    epochs: int = setting(10, low=1, high=10_000)
+    batch_size: int = setting(64, low=1, high=65_536)
+    lr: float = setting(0.05, low=1e-6, high=10.0)
+    lr_min: float = setting(0.0, low=0.0, high=10.0)
+    warmup_epochs: int = setting(0, low=0, high=1000)
+    momentum: float = setting(0.9, low=0.0, high=0.999)
+    weight_decay: float = setting(3e-4, low=0.0, high=1.0)
+    grad_clip: float = setting(5.0, low=0.0, high=1e6, help="0 disables clipping")
+    label_smoothing: float = setting(0.0, low=0.0, high=0.5)
+    eval_batch_size: int = setting(256, low=1, high=65_536)
+    checkpoint_every_steps: int = setting(0, low=0, high=10**9, help="0 = once per epoch")
+    precision: Precision = setting("fp32", help="bf16: the forward passes under bfloat16 autocast (weights, "
+                                                "gradients, optimizer state, hyper-gradients and losses stay fp32)")
+    channels_last: Switch = setting("auto", help="NHWC activations and weights; auto: on CUDA only")
+    compile: CompileMode = setting("off", help="torch.compile mode of the training forward where the architecture is "
+                                               "fixed (a plain network: manual mode, sequential's second phase); "
+                                               "reduce-overhead adds CUDA graphs")
 
 
 @dataclass
 class AugmentConfig:
     """Base augmentation (always on) and the learned policy (component 'da')."""
 
-    crop_padding: int = _setting(4, low=0, high=64)
-    hflip: bool = _setting(True)
-    cutout: int = _setting(0, low=0, high=512, help="side of the Cutout square, 0 = off")
-    resized_crop_min: float = _setting(0.08, low=0.01, high=1.0, help="streamed data: the random resized crop "
-                                                                       "keeps this share of the image or more")
-    policy_lr: float = _setting(0.05, low=0.0, high=10.0, help="Adam learning rate of tau")
-    temperature: float = _setting(2.0, low=0.05, high=100.0, help="pairs are drawn from softmax(log P / T)")
-    magnitude_max: float = _setting(3.0, low=0.0, high=10.0, help="magnitudes are uniform in [0, this]")
-    entropy_floor: float = _setting(0.9, low=0.0, high=1.0, help="fraction of the maximum policy entropy")
-    trivial_augment: bool = _setting(False, help="TrivialAugment Wide on every sample (the fixed-policy anchor)")
-    form: str = _setting("learned_fraction", choices=AUGMENT_FORMS,
-                         help="learned_fraction: a learned share p of each batch gets the policy; paper: all")
-    fraction_start: float = _setting(0.5, low=0.0, high=1.0, help="p at the start (learned_fraction form)")
-    fraction_lr: float = _setting(1.0, low=0.0, high=10.0, help="step of logit(p) per normalized hyper-step")
-    fraction_every: int = _setting(4, low=1, high=10_000, help="steps between hyper-steps of p")
-    fraction_data: str = _setting("val", choices=FRACTION_DATA,
-                                  help="clean images p's hypergradient is measured on: val or train")
+    crop_padding: int = setting(4, low=0, high=64)
+    hflip: bool = setting(True)
+    cutout: int = setting(0, low=0, high=512, help="side of the Cutout square, 0 = off")
+    resized_crop_min: float = setting(0.08, low=0.01, high=1.0, help="streamed data: the random resized crop "
+                                                                     "keeps this share of the image or more")
+    policy_lr: float = setting(0.05, low=0.0, high=10.0, help="Adam learning rate of tau")
+    temperature: float = setting(2.0, low=0.05, high=100.0, help="pairs are drawn from softmax(log P / T)")
+    magnitude_max: float = setting(3.0, low=0.0, high=10.0, help="magnitudes are uniform in [0, this]")
+    entropy_floor: float = setting(0.9, low=0.0, high=1.0, help="fraction of the maximum policy entropy")
+    trivial_augment: bool = setting(False, help="TrivialAugment Wide on every sample (the fixed-policy anchor)")
+    form: AugmentForm = setting("learned_fraction",
+                                help="learned_fraction: a learned share p of each batch gets the policy; paper: all")
+    fraction_start: float = setting(0.5, low=0.0, high=1.0, help="p at the start (learned_fraction form)")
+    fraction_lr: float = setting(1.0, low=0.0, high=10.0, help="step of logit(p) per normalized hyper-step")
+    fraction_every: int = setting(4, low=1, high=10_000, help="steps between hyper-steps of p")
+    fraction_data: FractionData = setting("val",
+                                          help="clean images p's hypergradient is measured on: val or train")
 
 
 @dataclass
 class SearchConfig:
     """What is searched: the mode, the components, and the ISTA-NAS settings."""
 
-    mode: str = _setting("joint", choices=("manual", "joint", "sequential"))
-    components: list[str] = _setting(["nas", "da", "hpo"], help="any subset of nas, da, hpo")
-    search_epochs: int = _setting(10, low=1, high=10_000, help="cap on phase 1 (until every node froze)")
-    sparsity: float = _setting(0.1, low=0.0, high=10.0, help="lambda of the LASSO recovery")
-    freeze_threshold: float = _setting(0.02, low=0.0, high=100.0, help="freeze a node when ||x_new - x|| <= this")
-    arch_lr: float = _setting(0.03, low=0.0, high=10.0, help="Adam learning rate of the codes b")
-    max_params: int = _setting(0, low=0, high=10**10, help="0 = no parameter budget")
-    max_macs: int = _setting(0, low=0, high=10**13, help="0 = no MAC budget")
-    max_latency_ms: float = _setting(0.0, low=0.0, high=10**6,
-                                     help="0 = no latency budget; else batch-1 onnxruntime ms from the latency table")
-    latency_table: str = _setting("", help="the latency table's JSON file; empty = <runs_dir>/latency_table.json")
-    latency_threads: int = _setting(1, low=1, high=1024, help="onnxruntime threads the latency table is measured on")
-    latency_runs: int = _setting(50, low=1, high=100_000, help="timed batch-1 runs per block (median)")
-    budget_minutes: float = _setting(0.0, low=0.0, high=10**6, help="0 = epochs only; else stop after this")
+    mode: Mode = setting("joint")
+    components: list[Component] = setting(["nas", "da", "hpo"], help="any subset of nas, da, hpo")
+    search_epochs: int = setting(10, low=1, high=10_000, help="cap on phase 1 (until every node froze)")
+    sparsity: float = setting(0.1, low=0.0, high=10.0, help="lambda of the LASSO recovery")
+    freeze_threshold: float = setting(0.02, low=0.0, high=100.0, help="freeze a node when ||x_new - x|| <= this")
+    arch_lr: float = setting(0.03, low=0.0, high=10.0, help="Adam learning rate of the codes b")
+    max_params: int = setting(0, low=0, high=10**10, help="0 = no parameter budget")
+    max_macs: int = setting(0, low=0, high=10**13, help="0 = no MAC budget")
+    max_latency_ms: float = setting(0.0, low=0.0, high=10**6,
+                                    help="0 = no latency budget; else batch-1 onnxruntime ms from the latency table")
+    latency_table: str = setting("", help="the latency table's JSON file; empty = <runs_dir>/latency_table.json")
+    latency_threads: int = setting(1, low=1, high=1024, help="onnxruntime threads the latency table is measured on")
+    latency_runs: int = setting(50, low=1, high=100_000, help="timed batch-1 runs per block (median)")
+    budget_minutes: float = setting(0.0, low=0.0, high=10**6, help="0 = epochs only; else stop after this")
 
 
 @dataclass
 class HpoConfig:
     """Hyper-gradient optimization of the learning rate and weight decay (component 'hpo')."""
 
-    estimator: str = _setting("next_batch", choices=("next_batch", "held_in"))
-    hyper_lr: float = _setting(0.02, low=0.0, high=10.0, help="step of log(lr), log(wd) per normalized hyper-step")
-    lr_low: float = _setting(1e-4, low=1e-8, high=10.0)
-    lr_high: float = _setting(0.5, low=1e-8, high=10.0)
-    wd_low: float = _setting(1e-6, low=1e-10, high=1.0)
-    wd_high: float = _setting(1e-2, low=1e-10, high=1.0)
+    estimator: Estimator = setting("next_batch")
+    hyper_lr: float = setting(0.02, low=0.0, high=10.0, help="step of log(lr), log(wd) per normalized hyper-step")
+    lr_low: float = setting(1e-4, low=1e-8, high=10.0)
+    lr_high: float = setting(0.5, low=1e-8, high=10.0)
+    wd_low: float = setting(1e-6, low=1e-10, high=1.0)
+    wd_high: float = setting(1e-2, low=1e-10, high=1.0)
 
 
 @dataclass
 class ExportConfig:
     """Deployable formats and the numeric parity gate."""
 
-    formats: list[str] = _setting(["onnx", "torchscript", "pt2"], help="onnx, torchscript, pt2 (torch.export)")
-    opset: int = _setting(18, low=18, high=23)
-    parity_samples: int = _setting(256, low=1, high=100_000)
-    parity_max_abs_diff: float = _setting(1e-3, low=0.0, high=1.0)
-    parity_min_top1_agreement: float = _setting(0.999, low=0.0, high=1.0)
-    int8: bool = _setting(False, help="also write model.int8.onnx (onnxruntime static QDQ quantization), gated on "
-                                      "val top-1")
-    int8_calibration_images: int = _setting(512, low=1, high=1_000_000,
-                                            help="training images that calibrate the int8 activation ranges "
-                                                 "(export warns under 300)")
-    int8_max_drop: float = _setting(1.0, low=0.0, high=100.0,
-                                    help="the int8 export fails when its val top-1 is more than this many "
-                                         "percentage points below fp32")
+    formats: list[str] = setting(["onnx", "torchscript", "pt2"], help="onnx, torchscript, pt2 (torch.export)")
+    opset: int = setting(18, low=18, high=23)
+    parity_samples: int = setting(256, low=1, high=100_000)
+    parity_max_abs_diff: float = setting(1e-3, low=0.0, high=1.0)
+    parity_min_top1_agreement: float = setting(0.999, low=0.0, high=1.0)
+    int8: bool = setting(False, help="also write model.int8.onnx (onnxruntime static QDQ quantization), gated on "
+                                     "val top-1")
+    int8_calibration_images: int = setting(512, low=1, high=1_000_000,
+                                           help="training images that calibrate the int8 activation ranges "
+                                                "(export warns under 300)")
+    int8_max_drop: float = setting(1.0, low=0.0, high=100.0,
+                                   help="the int8 export fails when its val top-1 is more than this many "
+                                        "percentage points below fp32")
 
 
 @dataclass
 class EvaluateConfig:
     """Held-out evaluation of the exported model."""
 
-    split: str = _setting("test", choices=("train", "val", "test"))
-    batch_size: int = _setting(256, low=1, high=65_536)
-    latency_runs: int = _setting(30, low=1, high=100_000)
+    split: Split = setting("test")
+    batch_size: int = setting(256, low=1, high=65_536)
+    latency_runs: int = setting(30, low=1, high=100_000)
 
 
 @dataclass
 class Recipe:
     """A whole run: data, model, training, export and evaluation settings."""
 
-    name: str = _setting("run", help="names runs/<name>/ and exports/<name>/")
-    seed: int = _setting(0, low=0, high=2**31 - 1)
-    device: str = _setting("auto", choices=("auto", "cpu", "cuda"))
-    runs_dir: str = _setting("runs")
-    exports_dir: str = _setting("exports")
+    name: str = setting("run", help="names runs/<name>/ and exports/<name>/")
+    seed: int = setting(0, low=0, high=2**31 - 1)
+    device: Device = setting("auto")
+    runs_dir: str = setting("runs")
+    exports_dir: str = setting("exports")
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelSettings = table(default_settings, settings_class)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -217,7 +198,7 @@ class Recipe:
         return RunLayout.of(self.runs_dir, self.exports_dir, self.name)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict of every setting (the resolved recipe)."""
+        """Plain nested dict of every setting (the resolved recipe; `[model]` holds the space's keys)."""
         return dataclasses.asdict(self)
 
     def section_sha256(self, *sections: str) -> str:
@@ -229,60 +210,6 @@ class Recipe:
     def sha256(self) -> str:
         """sha256 of the whole resolved recipe."""
         return sha256_json(self.to_dict())
-
-
-def _type_name(tp: Any) -> str:
-    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
-
-
-def _coerce(path: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
-    """Check one leaf value against its declared type, range and choices."""
-    origin = typing.get_origin(tp)
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise DhaError(f"recipe key '{path}' = {value!r} must be a list of {_type_name(item_tp)}s",
-                           f"write it like {path.split('.')[-1]} = [\"a\", \"b\"]")
-        return [_coerce(f"{path}[{i}]", item, item_tp, {}) for i, item in enumerate(value)]
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if tp is str and isinstance(value, int) and not isinstance(value, bool) and meta.get("choices"):
-        value = str(value)
-    if type(value) is not tp:
-        raise DhaError(f"recipe key '{path}' = {value!r} has the wrong type: expected {_type_name(tp)}, "
-                       f"got {_type_name(type(value))}", "fix the value in the recipe or --set")
-    if tp is float and not math.isfinite(value):
-        raise DhaError(f"recipe key '{path}' = {value!r} must be a finite number")
-    choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        raise DhaError(f"recipe key '{path}' = {value!r} is not allowed; allowed: "
-                       + ", ".join(repr(c) for c in choices))
-    low, high = meta.get("low"), meta.get("high")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise DhaError(f"recipe key '{path}' = {value!r} is out of range; allowed range: [{low}, {high}]")
-    return value
-
-
-def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
-    """Build dataclass `cls` from `raw`, rejecting unknown keys with a suggestion."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        path = f"{prefix}{key}"
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
-            valid = [f"{prefix}{name}" for name in fields]
-            hint = f"did you mean '{prefix}{close[0]}'?" if close else "valid keys: " + ", ".join(valid)
-            raise DhaError(f"unknown recipe key '{path}'", hint)
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, dict):
-                raise DhaError(f"recipe key '{path}' must be a table ([{path}]), got {value!r}")
-            kwargs[key] = _build(tp, value, f"{path}.")
-        else:
-            kwargs[key] = _coerce(path, value, tp, dict(fields[key].metadata))
-    return cls(**kwargs)
 
 
 def _parse_override_value(text: str) -> Any:
@@ -313,7 +240,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     """Validate a raw dict into a Recipe."""
-    recipe = _build(Recipe, raw, "")
+    recipe = build(Recipe, raw, "")
     _check_consistency(recipe)
     if not recipe.name or any(c in recipe.name for c in "/\\") or recipe.name.startswith("."):
         raise DhaError(f"recipe key 'name' = {recipe.name!r} is not a valid run name",
@@ -321,18 +248,9 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     return recipe
 
 
-HELD_IN_ON_STREAMED_DATA = ("hpo.estimator = 'held_in' draws random training batches, which streamed data "
-                            "(data.storage = 'files', or 'auto' over data.memory_limit_mb) does not serve",
-                            "use hpo.estimator = 'next_batch'")
-
-
 def _check_consistency(recipe: Recipe) -> None:
     """Rules that span several keys."""
     search = recipe.search
-    unknown = [c for c in search.components if c not in COMPONENTS]
-    if unknown:
-        raise DhaError(f"recipe key 'search.components' has unknown component(s) {unknown}",
-                       "use any subset of " + ", ".join(COMPONENTS))
     if len(set(search.components)) != len(search.components):
         raise DhaError(f"recipe key 'search.components' = {search.components} repeats a component")
     if search.mode == "manual" and "nas" in search.components:
@@ -341,36 +259,16 @@ def _check_consistency(recipe: Recipe) -> None:
     if search.mode != "manual" and "nas" not in search.components:
         raise DhaError(f"search.mode = '{search.mode}' searches the architecture, so it needs 'nas' in components",
                        "add 'nas' to search.components, or use mode 'manual'")
-    _check_stages(recipe.model)
+    recipe.model.validate()
     if recipe.export.int8 and "onnx" not in recipe.export.formats:
         raise DhaError(f"export.int8 quantizes the ONNX model, but export.formats = {recipe.export.formats} has no "
                        "'onnx'", "add onnx to export.formats (--format), or drop export.int8 (--int8)")
-    if recipe.data.storage == "files" and recipe.hpo.estimator == "held_in":
-        raise DhaError(*HELD_IN_ON_STREAMED_DATA)
     for low, high in (("lr_low", "lr_high"), ("wd_low", "wd_high")):
         if getattr(recipe.hpo, low) > getattr(recipe.hpo, high):
             raise DhaError(f"recipe keys 'hpo.{low}' > 'hpo.{high}'", "make the lower bound the smaller one")
     if "hpo" in search.components and not recipe.hpo.lr_low <= recipe.train.lr <= recipe.hpo.lr_high:
         raise DhaError(f"recipe key 'train.lr' = {recipe.train.lr} lies outside [hpo.lr_low, hpo.lr_high] = "
                        f"[{recipe.hpo.lr_low}, {recipe.hpo.lr_high}]", "widen the bounds or change train.lr")
-
-
-def _check_stages(model: ModelConfig) -> None:
-    """The stage lists (MobileNet space) describe the same stages and sensible values."""
-    lists = {"stage_channels": model.stage_channels, "stage_depths": model.stage_depths,
-             "stage_strides": model.stage_strides}
-    if len({len(values) for values in lists.values()}) != 1 or not model.stage_channels:
-        raise DhaError("recipe keys 'model.stage_channels', 'model.stage_depths' and 'model.stage_strides' must be "
-                       "non-empty lists of one length", "give one entry per stage in each")
-    checks = {"stage_channels": (lambda v: 1 <= v <= 16_384, "1..16384"),
-              "stage_depths": (lambda v: 0 <= v <= 64, "0..64"),
-              "stage_strides": (lambda v: v in (1, 2), "1 or 2")}
-    for key, (valid, allowed) in checks.items():
-        bad = [v for v in lists[key] if not valid(v)]
-        if bad:
-            raise DhaError(f"recipe key 'model.{key}' = {lists[key]} holds {bad[0]}", f"each entry must be {allowed}")
-    if sum(model.stage_depths) == 0:
-        raise DhaError("recipe key 'model.stage_depths' has no layer at all", "give at least one stage depth >= 1")
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

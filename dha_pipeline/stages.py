@@ -105,10 +105,14 @@ def _staged(recipe: Recipe, stage: str, settings: str, inputs: dict[str, str], o
 
 
 def prepare(recipe: Recipe, *, force: bool = False) -> StageReport:
-    """Build the verified dataset cache in runs/<name>/cache/."""
+    """Build the verified dataset cache in runs/<name>/cache/ (refusing first, before reading anything, a
+    recipe that the storage mode it names cannot train)."""
     from dha_pipeline.data.cache import build_dataset, save_cache
+    from dha_pipeline.data.training import source_class
 
     layout = recipe.layout
+    if recipe.data.storage != "auto":
+        source_class(recipe.data.storage).check_recipe(recipe)
 
     def summary(m: dict[str, Any]) -> dict[str, Any]:
         counts = {split: sum(c) for split, c in m["counts"].items()}
@@ -133,7 +137,10 @@ def prepare(recipe: Recipe, *, force: bool = False) -> StageReport:
 def search(recipe: Recipe, *, force: bool = False, resume: bool = False) -> StageReport:
     """The joint search/training from the cache; the result, checkpoints, history, logs and plots in runs/<name>/."""
     from dha_pipeline.data.cache import load_cache
-    from dha_pipeline.search.loop import run_search
+    from dha_pipeline.latency import prepared_table
+    from dha_pipeline.progress import log_line
+    from dha_pipeline.search.run import run_search
+    from dha_pipeline.spaces.base import DataShape
     from dha_pipeline.spaces.registry import get_space
 
     layout = recipe.layout
@@ -166,7 +173,12 @@ def search(recipe: Recipe, *, force: bool = False, resume: bool = False) -> Stag
         return {**rows, "result": str(layout.result)}
 
     def work() -> dict[str, Any]:
-        outcome = run_search(recipe, load_cache(layout.cache, ("train", "val")), resume=resume)
+        data = load_cache(layout.cache, ("train", "val"))
+        shape = DataShape(len(data.classes), data.channels, data.image_size)
+        latency = prepared_table(recipe, space, shape) if recipe.search.max_latency_ms else None
+        outcome = run_search(recipe, data, resume=resume, latency=latency)
+        for warning in outcome.warnings:
+            log_line(f"warning: {warning}")
         rows = summary(json.loads(layout.summary.read_text()))
         if outcome.resumed_from:
             rows["resumed from"] = outcome.resumed_from
@@ -228,10 +240,10 @@ def export(recipe: Recipe, *, force: bool = False) -> StageReport:
     def work() -> dict[str, Any]:
         count = recipe.export.parity_samples
         skip_bad = recipe.data.skip_bad
-        prepared = load_cache(layout.cache, ("val",))
-        val = prepared.source("val", skip_bad=skip_bad)
+        prepared = load_cache(layout.cache, ("val",), skip_bad=skip_bad)
+        val = prepared.sources["val"]
         needs_train = recipe.export.int8 or len(val) < count
-        train = load_cache(layout.cache, ("train",)).source("train", skip_bad=skip_bad) if needs_train else None
+        train = load_cache(layout.cache, ("train",), skip_bad=skip_bad).sources["train"] if needs_train else None
         images, images_source = parity_images(val, train, count)
         int8 = None
         if recipe.export.int8:
@@ -275,8 +287,8 @@ def evaluate(recipe: Recipe, *, force: bool = False) -> StageReport:
         return rows
 
     def work() -> dict[str, Any]:
-        data = load_cache(layout.cache, (split,))
-        source = data.source(split, skip_bad=recipe.data.skip_bad)
+        data = load_cache(layout.cache, (split,), skip_bad=recipe.data.skip_bad)
+        source = data.sources[split]
         evaluated = [evaluate_model(model, source, dataset=data.manifest["dataset"], split=split, classes=data.classes,
                                     batch_size=recipe.evaluate.batch_size, latency_runs=recipe.evaluate.latency_runs,
                                     out=report).report for model, report in zip(models, reports, strict=True)]

@@ -37,7 +37,7 @@ def rows(x: np.ndarray, y: np.ndarray) -> list[bytes]:
 
 
 def all_rows(data: PreparedData) -> list[bytes]:
-    return sorted(r for split in SPLITS for r in rows(data.x[split], data.y[split]))
+    return sorted(r for split in SPLITS for r in rows(data.sources[split].images, data.sources[split].labels))
 
 
 def split_files(root: Path, split: str) -> list[Path]:
@@ -150,7 +150,8 @@ def test_digits_source() -> None:
 
 
 def test_digits_split_sizes_and_dtypes(digits_data: PreparedData) -> None:
-    x, y = digits_data.x, digits_data.y
+    x = {split: source.images for split, source in digits_data.sources.items()}
+    y = {split: source.labels for split, source in digits_data.sources.items()}
     assert set(x) == set(y) == set(SPLITS)
     n_test = math.ceil(0.2 * DIGITS_TOTAL)
     n_val = math.ceil(0.1 * (DIGITS_TOTAL - n_test))
@@ -173,10 +174,10 @@ def test_digits_splits_partition_the_source(digits_data: PreparedData) -> None:
 def test_digits_splits_are_stratified(digits_data: PreparedData) -> None:
     totals = np.bincount(digits.load("").splits["train"].labels)
     for split in SPLITS:
-        counts = np.bincount(digits_data.y[split], minlength=DIGITS_CLASSES)
+        counts = np.bincount(digits_data.sources[split].labels, minlength=DIGITS_CLASSES)
         assert (counts > 0).all(), split
     # each class is held out for test in (about) the test fraction
-    test_counts = np.bincount(digits_data.y["test"], minlength=DIGITS_CLASSES)
+    test_counts = np.bincount(digits_data.sources["test"].labels, minlength=DIGITS_CLASSES)
     assert np.all(np.abs(test_counts - 0.2 * totals) <= 1)
 
 
@@ -184,12 +185,12 @@ def test_digits_splits_fixed_by_seed(digits_data: PreparedData) -> None:
     again = build_dataset(DataConfig(image_size=8, channels="1"))
     other = build_dataset(DataConfig(image_size=8, channels="1", split_seed=1))
     for split in SPLITS:
-        np.testing.assert_array_equal(again.x[split], digits_data.x[split])
-        np.testing.assert_array_equal(again.y[split], digits_data.y[split])
-        assert len(other.y[split]) == len(digits_data.y[split])
+        np.testing.assert_array_equal(again.sources[split].images, digits_data.sources[split].images)
+        np.testing.assert_array_equal(again.sources[split].labels, digits_data.sources[split].labels)
+        assert len(other.sources[split].labels) == len(digits_data.sources[split].labels)
     assert again.manifest == digits_data.manifest
-    assert not np.array_equal(other.x["test"], digits_data.x["test"])
-    assert not np.array_equal(other.y["test"], digits_data.y["test"])
+    assert not np.array_equal(other.sources["test"].images, digits_data.sources["test"].images)
+    assert not np.array_equal(other.sources["test"].labels, digits_data.sources["test"].labels)
     assert other.manifest["split"]["split_seed"] == 1
     assert all_rows(other) == all_rows(digits_data)
 
@@ -209,60 +210,61 @@ def test_digits_manifest(digits_data: PreparedData) -> None:
     for split in SPLITS:
         counts = manifest["counts"][split]
         assert len(counts) == DIGITS_CLASSES
-        assert sum(counts) == len(digits_data.y[split])
-        assert counts == np.bincount(digits_data.y[split], minlength=DIGITS_CLASSES).tolist()
+        assert sum(counts) == len(digits_data.sources[split].labels)
+        assert counts == np.bincount(digits_data.sources[split].labels, minlength=DIGITS_CLASSES).tolist()
     json.dumps(manifest)  # JSON-serializable as is
 
 
 def test_digits_mean_std_from_train_only(digits_data: PreparedData) -> None:
-    train = digits_data.x["train"].astype(np.float64) / 255.0
+    train = digits_data.sources["train"].images.astype(np.float64) / 255.0
     np.testing.assert_allclose(digits_data.mean, train.mean(axis=(0, 1, 2)), rtol=1e-9)
     np.testing.assert_allclose(digits_data.std, train.std(axis=(0, 1, 2)), rtol=1e-7)
-    everything = np.concatenate([digits_data.x[s] for s in SPLITS]).astype(np.float64) / 255.0
+    everything = np.concatenate([digits_data.sources[s].images for s in SPLITS]).astype(np.float64) / 255.0
     assert abs(everything.mean() - digits_data.mean[0]) > 1e-6  # the check above discriminates
     assert all(isinstance(v, float) for v in digits_data.mean + digits_data.std)
 
 
 def test_digits_size_channels_and_auto_channels() -> None:
     data = build_dataset(DataConfig(image_size=12, channels="3"))
-    assert data.x["train"].shape[1:] == (12, 12, 3)
+    assert data.sources["train"].images.shape[1:] == (12, 12, 3)
     assert data.manifest["image_size"] == 12 and data.manifest["channels"] == 3
     assert len(data.mean) == len(data.std) == 3
-    np.testing.assert_array_equal(data.x["test"][..., 0], data.x["test"][..., 2])  # gray repeated
+    test = data.sources["test"].images
+    np.testing.assert_array_equal(test[..., 0], test[..., 2])  # gray repeated
     auto = build_dataset(DataConfig(image_size=8, channels="auto"))
     assert auto.channels == 1
 
 
 def test_train_subset_is_stratified(digits_data: PreparedData) -> None:
     data = build_dataset(DataConfig(image_size=8, channels="1", train_subset=200))
-    assert data.x["train"].shape == (200, 8, 8, 1) and len(data.y["train"]) == 200
-    counts = np.bincount(data.y["train"], minlength=DIGITS_CLASSES)
-    full = np.bincount(digits_data.y["train"], minlength=DIGITS_CLASSES)
+    assert data.sources["train"].images.shape == (200, 8, 8, 1) and len(data.sources["train"].labels) == 200
+    counts = np.bincount(data.sources["train"].labels, minlength=DIGITS_CLASSES)
+    full = np.bincount(digits_data.sources["train"].labels, minlength=DIGITS_CLASSES)
     assert (counts > 0).all()
-    assert np.all(np.abs(counts - full * 200 / len(digits_data.y["train"])) <= 1)
+    assert np.all(np.abs(counts - full * 200 / len(digits_data.sources["train"].labels)) <= 1)
     # the subset comes out of the full train split; val and test are untouched
-    full_rows = rows(digits_data.x["train"], digits_data.y["train"])
-    subset_rows = rows(data.x["train"], data.y["train"])
+    full_rows = rows(digits_data.sources["train"].images, digits_data.sources["train"].labels)
+    subset_rows = rows(data.sources["train"].images, data.sources["train"].labels)
     remaining = list(full_rows)
     for r in subset_rows:
         remaining.remove(r)
     assert len(remaining) == len(full_rows) - 200
     for split in ("val", "test"):
-        np.testing.assert_array_equal(data.x[split], digits_data.x[split])
+        np.testing.assert_array_equal(data.sources[split].images, digits_data.sources[split].images)
     assert data.manifest["split"]["train_subset"] == 200
     assert sum(data.manifest["counts"]["train"]) == 200
-    train = data.x["train"].astype(np.float64) / 255.0
+    train = data.sources["train"].images.astype(np.float64) / 255.0
     np.testing.assert_allclose(data.mean, train.mean(axis=(0, 1, 2)), rtol=1e-9)
 
 
 def test_train_subset_not_smaller_keeps_all(digits_data: PreparedData) -> None:
     data = build_dataset(DataConfig(image_size=8, channels="1", train_subset=10_000))
-    np.testing.assert_array_equal(data.y["train"], digits_data.y["train"])
+    np.testing.assert_array_equal(data.sources["train"].labels, digits_data.sources["train"].labels)
 
 
 def test_train_subset_exact_size_when_fraction_rounds_up() -> None:
     data = build_dataset(DataConfig(image_size=8, channels="1", train_subset=13))
-    assert len(data.y["train"]) == 13
+    assert len(data.sources["train"].labels) == 13
 
 
 # --------------------------------------------------------------------------- npz
@@ -279,11 +281,11 @@ def test_npz_grayscale_nhw(tmp_path: Path) -> None:
     assert source.splits["train"].labels.dtype == np.int64
     data = build_dataset(DataConfig(dataset=f"npz:{path}", image_size=10, channels="auto"))
     assert data.channels == 1 and data.image_size == 10
-    assert len(data.y["train"]) + len(data.y["val"]) == 60
-    assert len(data.y["val"]) == 6  # carved: 10% of train, stratified
-    assert sorted(set(data.y["val"].tolist())) == [0, 1, 2]
-    np.testing.assert_array_equal(data.x["test"], x_test[:, :, :, None])  # no resize needed: copied as is
-    np.testing.assert_array_equal(data.y["test"], y_test)
+    assert len(data.sources["train"].labels) + len(data.sources["val"].labels) == 60
+    assert len(data.sources["val"].labels) == 6  # carved: 10% of train, stratified
+    assert sorted(set(data.sources["val"].labels.tolist())) == [0, 1, 2]
+    np.testing.assert_array_equal(data.sources["test"].images, x_test[:, :, :, None])  # no resize needed: copied as is
+    np.testing.assert_array_equal(data.sources["test"].labels, y_test)
     assert data.manifest["split"]["given"] == ["test", "train"]
 
 
@@ -292,13 +294,13 @@ def test_npz_rgb_nhwc_resized(tmp_path: Path) -> None:
     with np.load(path) as archive:
         x_test = archive["x_test"]
     data = build_dataset(DataConfig(dataset=f"npz:{path}", image_size=6, channels="auto"))
-    assert data.x["train"].shape == (54, 6, 6, 3)
-    assert data.x["test"].shape == (20, 6, 6, 3) and data.x["test"].dtype == np.uint8
+    assert data.sources["train"].images.shape == (54, 6, 6, 3)
+    assert data.sources["test"].images.shape == (20, 6, 6, 3) and data.sources["test"].images.dtype == np.uint8
     for i in (0, 7, 19):
-        np.testing.assert_array_equal(data.x["test"][i], prepare_image(x_test[i], 6, 3))
+        np.testing.assert_array_equal(data.sources["test"].images[i], prepare_image(x_test[i], 6, 3))
     gray = build_dataset(DataConfig(dataset=f"npz:{path}", image_size=6, channels="1"))
-    assert gray.x["test"].shape == (20, 6, 6, 1)
-    np.testing.assert_array_equal(gray.x["test"][3], prepare_image(x_test[3], 6, 1))
+    assert gray.sources["test"].images.shape == (20, 6, 6, 1)
+    np.testing.assert_array_equal(gray.sources["test"].images[3], prepare_image(x_test[3], 6, 1))
 
 
 def test_npz_rgba_auto_drops_alpha(tmp_path: Path) -> None:
@@ -306,7 +308,7 @@ def test_npz_rgba_auto_drops_alpha(tmp_path: Path) -> None:
     data = build_dataset(DataConfig(dataset=f"npz:{path}", image_size=10, channels="auto"))
     assert data.channels == 3
     with np.load(path) as archive:
-        np.testing.assert_array_equal(data.x["test"], archive["x_test"][..., :3])
+        np.testing.assert_array_equal(data.sources["test"].images, archive["x_test"][..., :3])
 
 
 def test_npz_given_val_is_used(tmp_path: Path) -> None:
@@ -315,9 +317,9 @@ def test_npz_given_val_is_used(tmp_path: Path) -> None:
     y_val = np.array([0, 1, 2] * 3)
     path = make_npz(tmp_path / "d.npz", x_val=x_val, y_val=y_val)
     data = build_dataset(DataConfig(dataset=f"npz:{path}", image_size=10, channels="1"))
-    assert len(data.y["train"]) == 60  # nothing carved from train
-    np.testing.assert_array_equal(data.x["val"][..., 0], x_val)
-    np.testing.assert_array_equal(data.y["val"], y_val)
+    assert len(data.sources["train"].labels) == 60  # nothing carved from train
+    np.testing.assert_array_equal(data.sources["val"].images[..., 0], x_val)
+    np.testing.assert_array_equal(data.sources["val"].labels, y_val)
     assert data.manifest["split"]["given"] == ["test", "train", "val"]
     assert data.manifest["counts"]["val"] == [3, 3, 3]
 
@@ -534,15 +536,15 @@ def test_imagefolder_mixed_images_resize_to_rgb(tmp_path: Path) -> None:
     Image.fromarray(rgb).save(root / "train" / "cat" / "0.jpg")
     data = build_dataset(DataConfig(dataset=f"imagefolder:{root}", image_size=8, channels="auto"))
     assert data.channels == 3 and data.image_size == 8
-    assert {s: data.x[s].shape for s in SPLITS} == {"train": (10, 8, 8, 3), "val": (2, 8, 8, 3),
+    assert {s: data.sources[s].images.shape for s in SPLITS} == {"train": (10, 8, 8, 3), "val": (2, 8, 8, 3),
                                                    "test": (12, 8, 8, 3)}
     files = split_files(root, "test")
     for i, path in enumerate(files):
-        np.testing.assert_array_equal(data.x["test"][i], prepare_image(read_image(path), 8, 3))
-    gray = data.x["test"][0]  # test/cat/0.jpg is grayscale: its channels are equal
+        np.testing.assert_array_equal(data.sources["test"].images[i], prepare_image(read_image(path), 8, 3))
+    gray = data.sources["test"].images[0]  # test/cat/0.jpg is grayscale: its channels are equal
     assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
-    assert not (data.x["test"][1][..., 0] == data.x["test"][1][..., 1]).all()
-    assert data.y["test"].tolist() == [0] * 6 + [1] * 6
+    assert not (data.sources["test"].images[1][..., 0] == data.sources["test"].images[1][..., 1]).all()
+    assert data.sources["test"].labels.tolist() == [0] * 6 + [1] * 6
     assert data.manifest["classes"] == ["cat", "dog"] and data.manifest["bad_files"] == []
 
 
@@ -553,9 +555,9 @@ def test_imagefolder_auto_channels_with_grayscale_first_image(folder: Path) -> N
 
 def test_imagefolder_one_channel(folder: Path) -> None:
     data = build_dataset(DataConfig(dataset=f"imagefolder:{folder}", image_size=8, channels="1"))
-    assert data.x["test"].shape == (12, 8, 8, 1) and data.x["train"].shape == (10, 8, 8, 1)
+    assert data.sources["test"].images.shape == (12, 8, 8, 1) and data.sources["train"].images.shape == (10, 8, 8, 1)
     files = split_files(folder, "test")
-    np.testing.assert_array_equal(data.x["test"][3], prepare_image(read_image(files[3]), 8, 1))
+    np.testing.assert_array_equal(data.sources["test"].images[3], prepare_image(read_image(files[3]), 8, 1))
 
 
 def test_imagefolder_classes_sorted_and_hidden_ignored(tmp_path: Path) -> None:
@@ -592,12 +594,12 @@ def test_imagefolder_skip_bad(tmp_path: Path) -> None:
     bad_test = garbage(root / "test" / "cat" / "4.jpg")
     data = build_dataset(DataConfig(dataset=f"imagefolder:{root}", image_size=8, channels="3", skip_bad=True))
     assert data.manifest["bad_files"] == [str(bad_train), str(bad_test)]
-    assert len(data.y["train"]) + len(data.y["val"]) == 11
+    assert len(data.sources["train"].labels) + len(data.sources["val"].labels) == 11
     assert data.manifest["counts"]["test"] == [5, 6]
     kept = [p for p in split_files(root, "test") if p != bad_test]
     for i, path in enumerate(kept):  # labels stay aligned with the images that were kept
-        np.testing.assert_array_equal(data.x["test"][i], prepare_image(read_image(path), 8, 3))
-    assert data.y["test"].tolist() == [0] * 5 + [1] * 6
+        np.testing.assert_array_equal(data.sources["test"].images[i], prepare_image(read_image(path), 8, 3))
+    assert data.sources["test"].labels.tolist() == [0] * 5 + [1] * 6
 
 
 def test_imagefolder_all_bad_in_a_split(tmp_path: Path) -> None:
@@ -650,10 +652,10 @@ def test_imagefolder_missing_folders(tmp_path: Path) -> None:
 def test_imagefolder_val_folder_used(tmp_path: Path) -> None:
     root = make_imagefolder(tmp_path / "ds", splits=("train", "val", "test"), per_class=3)
     data = build_dataset(DataConfig(dataset=f"imagefolder:{root}", image_size=8, channels="3"))
-    assert {s: len(data.y[s]) for s in SPLITS} == {"train": 6, "val": 6, "test": 6}  # nothing carved
+    assert {s: len(data.sources[s].labels) for s in SPLITS} == {"train": 6, "val": 6, "test": 6}  # nothing carved
     assert data.manifest["split"]["given"] == ["test", "train", "val"]
     for i, path in enumerate(split_files(root, "val")):
-        np.testing.assert_array_equal(data.x["val"][i], prepare_image(read_image(path), 8, 3))
+        np.testing.assert_array_equal(data.sources["val"].images[i], prepare_image(read_image(path), 8, 3))
 
 
 # --------------------------------------------------------------------------- imagenet
@@ -665,9 +667,10 @@ def test_imagenet_val_is_test(tmp_path: Path) -> None:
     assert sorted(source.splits) == ["test", "train"]
     assert source.classes == ["n01", "n02"]
     data = build_dataset(DataConfig(dataset=f"imagenet:{root}", image_size=8, channels="3"))
-    assert {s: len(data.y[s]) for s in SPLITS} == {"train": 10, "val": 2, "test": 12}  # val carved from train
+    counts = {s: len(data.sources[s].labels) for s in SPLITS}
+    assert counts == {"train": 10, "val": 2, "test": 12}  # val carved from train
     for i, path in enumerate(split_files(root, "val")):
-        np.testing.assert_array_equal(data.x["test"][i], prepare_image(read_image(path), 8, 3))
+        np.testing.assert_array_equal(data.sources["test"].images[i], prepare_image(read_image(path), 8, 3))
     assert data.manifest["split"]["given"] == ["test", "train"]
 
 
@@ -693,9 +696,9 @@ def test_cache_round_trip(tmp_path: Path, digits_data: PreparedData) -> None:
     assert loaded.mean == digits_data.mean and loaded.std == digits_data.std
     assert {k: v for k, v in loaded.manifest.items() if k != "files"} == digits_data.manifest
     for split in SPLITS:
-        np.testing.assert_array_equal(loaded.x[split], digits_data.x[split])
-        np.testing.assert_array_equal(loaded.y[split], digits_data.y[split])
-        assert loaded.x[split].dtype == np.uint8 and loaded.y[split].dtype == np.int64
+        np.testing.assert_array_equal(loaded.sources[split].images, digits_data.sources[split].images)
+        np.testing.assert_array_equal(loaded.sources[split].labels, digits_data.sources[split].labels)
+        assert loaded.sources[split].images.dtype == np.uint8 and loaded.sources[split].labels.dtype == np.int64
     assert loaded.channels == 1 and loaded.image_size == 8
 
 

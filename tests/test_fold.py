@@ -7,7 +7,7 @@ import torch
 
 from conftest import unsettle_batchnorms
 from dha_pipeline.spaces.base import ArchWeights
-from dha_pipeline.spaces.darts import SPACE
+from dha_pipeline.spaces.darts.space import SPACE
 from dha_pipeline.spaces.darts.fold import child_from_supernet
 from dha_pipeline.spaces.darts.network import DartsNetwork, NetworkConfig
 from dha_pipeline.spaces.darts.supernet import CELL_TYPES, Supernet, SupernetConfig

@@ -15,6 +15,7 @@ from dha_pipeline.recipe import AugmentConfig, recipe_from_dict
 from dha_pipeline.search import loop
 from dha_pipeline.checkpoint import load_checkpoint
 from dha_pipeline.search.fraction import LOGIT_BOUND, FractionLearner
+from dha_pipeline.search.run import run_search
 
 
 def _learner(**settings: object) -> FractionLearner:
@@ -51,20 +52,20 @@ def test_rule_follows_the_sign_of_the_held_out_gradient_along_g_aug_minus_g_clea
     start = learner.value
     for _ in range(3):
         learner.remember([g_aug * n_aug, None], [batch, None], n_aug, n)
-        cosine = learner.step([g_val, torch.ones(2)])
+        cosine = learner.move([g_val, torch.ones(2)])
         assert (cosine > 0) == helps
     assert (learner.value > start) == helps
-    assert learner.log_row()["fraction_cosine"] == pytest.approx(cosine)
+    assert learner.log_rows(1)[0]["fraction_cosine"] == pytest.approx(cosine)
     for _ in range(100):  # bounded: p can always come back
         learner.remember([g_aug * n_aug], [batch], n_aug, n)
-        learner.step([g_val])
+        learner.move([g_val])
     assert abs(learner.logit) == LOGIT_BOUND
 
 
 def test_state_round_trip() -> None:
     learner = _learner()
     learner.remember([torch.ones(2)], [torch.zeros(2)], 1, 4)
-    learner.step([torch.tensor([1.0, 0.5])])
+    learner.move([torch.tensor([1.0, 0.5])])
     restored = _learner()
     restored.load_state_dict(learner.state_dict())
     assert restored.value == learner.value and restored.state_dict() == learner.state_dict()
@@ -96,7 +97,7 @@ def test_p_falls_when_the_augmented_images_hurt_the_clean_held_out_loss(tmp_path
 
 def test_p_rises_when_the_augmented_images_are_what_the_held_out_images_look_like(tmp_path: Path, digits8) -> None:  # type: ignore[no-untyped-def]
     run = loop.SearchRun(recipe_from_dict(_raw(tmp_path)), digits8)
-    run.feed.splits["val"].x = 255 - run.feed.splits["val"].x  # held-out digits are inverted ...
+    run.source.splits["val"].x = 255 - run.source.splits["val"].x  # held-out digits are inverted ...
     run.policy.apply = lambda images, sample: 1.0 - images  # ... and so are the augmented ones
     run.run()
     assert run.fraction.value > 0.8
@@ -104,9 +105,9 @@ def test_p_rises_when_the_augmented_images_are_what_the_held_out_images_look_lik
 
 def test_p_is_checkpointed_and_reported(tmp_path: Path, digits8) -> None:  # type: ignore[no-untyped-def]
     recipe = recipe_from_dict({**_raw(tmp_path), "train": {"epochs": 1, "batch_size": 64}})
-    outcome = loop.run_search(recipe, digits8)
+    outcome = run_search(recipe, digits8)
     state = load_checkpoint(outcome.checkpoint)
-    p = 1 / (1 + math.exp(-state["fraction"]["logit"]))
+    p = 1 / (1 + math.exp(-state["learners"]["p"]["logit"]))
     assert p != 0.5 and outcome.history[-1]["aug_fraction"] == pytest.approx(p)
     augment = json.loads(recipe.layout.summary.read_text())["hyperparameters"]["augment"]
     assert augment == {"form": "learned_fraction", "fraction": pytest.approx(p), "learned": True,

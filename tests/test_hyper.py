@@ -27,14 +27,14 @@ def test_fixed_eta_writes_the_recipe_values_times_the_schedule() -> None:
     theta = HyperSGD([weight], lr=123.0, weight_decay=9.0)
     hyper = HyperLearner(TRAIN, HpoConfig(), learned=False, steps_per_epoch=STEPS)
     for step in (0, 4, 11, 19):
-        hyper.step(theta, step, elapsed_seconds=0.0)
+        hyper.update(theta, step, elapsed_seconds=0.0)
         group = theta.param_groups[0]
         assert group["lr"] == pytest.approx(0.1 * schedule_factor(TRAIN, step, STEPS))
         assert group["weight_decay"] == 1e-3
     assert hyper.report() == {"lr": 0.1, "weight_decay": 1e-3, "learned": False,
                               "schedule": {"kind": "cosine", "lr_min": 0.0, "warmup_epochs": 1, "epochs": 4,
                                            "momentum": 0.9}}
-    row = hyper.log_row(7)
+    row = hyper.log_rows(7)[0]
     assert row["lr"] == 0.1 and row["scheduled_lr"] == pytest.approx(0.1 * row["schedule_factor"])
 
 
@@ -46,7 +46,7 @@ def test_learned_eta_moves_and_is_reported_before_the_schedule() -> None:
     hyper = HyperLearner(TRAIN, HpoConfig(hyper_lr=0.1), learned=True, steps_per_epoch=STEPS)
     for step in range(3 * STEPS):
         quadratic_step(theta, weight, target)
-        hyper.step(theta, step, elapsed_seconds=0.0)
+        hyper.update(theta, step, elapsed_seconds=0.0)
         assert theta.param_groups[0]["lr"] == pytest.approx(hyper.lr * schedule_factor(TRAIN, step, STEPS))
         assert theta.param_groups[0]["weight_decay"] == hyper.weight_decay
         theta.step()
@@ -61,7 +61,7 @@ def test_state_round_trip_continues_identically() -> None:
     hyper = HyperLearner(TRAIN, HpoConfig(hyper_lr=0.3), learned=True, steps_per_epoch=STEPS)
     for step in range(4):
         quadratic_step(theta, weight, torch.zeros(4))
-        hyper.step(theta, step, 0.0)
+        hyper.update(theta, step, 0.0)
         theta.step()
     twin = HyperLearner(TRAIN, HpoConfig(hyper_lr=0.3), learned=True, steps_per_epoch=STEPS)
     twin.load_state_dict(hyper.state_dict())
@@ -80,9 +80,9 @@ def test_held_in_estimator_needs_its_batch() -> None:
     theta = HyperSGD([weight], lr=0.1)
     hyper = HyperLearner(TRAIN, HpoConfig(estimator="held_in"), learned=True, steps_per_epoch=STEPS)
     with pytest.raises(ValueError, match="held-in"):
-        hyper.step(theta, 0, 0.0)
+        hyper.update(theta, 0, 0.0)
     module = nn.Linear(2, 1)
-    hyper.step(theta, 0, 0.0, (module, lambda: module(weight[None]).sum()))
+    hyper.update(theta, 0, 0.0, (module, lambda: module(weight[None]).sum()))
     assert theta.param_groups[0]["lr"] == pytest.approx(hyper.scheduled_lr)
 
 
@@ -96,7 +96,7 @@ def test_a_learned_hyper_step_and_theta_step_read_nothing_back_from_the_device(m
     theta = HyperSGD([weight], lr=0.1, momentum=0.9, weight_decay=1e-3, grad_clip=5.0)
     hyper = HyperLearner(TRAIN, HpoConfig(hyper_lr=0.1), learned=True, steps_per_epoch=STEPS)
     quadratic_step(theta, weight, target)
-    hyper.step(theta, 0, 0.0)
+    hyper.update(theta, 0, 0.0)
     theta.step()
 
     def host_read(self, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -106,7 +106,7 @@ def test_a_learned_hyper_step_and_theta_step_read_nothing_back_from_the_device(m
         monkeypatch.setattr(torch.Tensor, name, host_read)
     for step in range(1, 4):
         quadratic_step(theta, weight, target)
-        hyper.step(theta, step, 0.0)
+        hyper.update(theta, step, 0.0)
         theta.step()
     monkeypatch.undo()
     assert hyper.lr != 0.1, "eta moved"

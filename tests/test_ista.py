@@ -9,16 +9,16 @@ import pytest
 import torch
 from sklearn.linear_model import Lasso
 
-from dha_pipeline.recipe import ModelConfig
+from dha_pipeline.spaces.darts.settings import DartsSettings
 from dha_pipeline.search.ista import ArchCode, fista, measurement_matrix, one_step_weights, select_support
 from dha_pipeline.spaces.base import DecisionPoint
-from dha_pipeline.spaces.darts import SPACE
+from dha_pipeline.spaces.darts.space import SPACE
 from dha_pipeline.spaces.darts.genotype import Genotype
 from dha_pipeline.spaces.darts.operations import PRIMITIVES
 from dha_pipeline.spaces.darts.supernet import CELL_TYPES
 from dha_pipeline.spaces.darts.supernet import NODES as NUM_NODES
 
-POINTS = SPACE.decision_points(ModelConfig())
+POINTS = SPACE.decision_points(DartsSettings())
 
 
 def darts_code(seed: int, **kwargs: float) -> ArchCode:

@@ -10,15 +10,17 @@ import pytest
 
 from dha_pipeline.errors import DhaError
 from dha_pipeline.latency import OVERHEAD_KEY, LatencyTable, backbone_signature, complete_table
-from dha_pipeline.recipe import ModelConfig, SearchConfig
+from dha_pipeline.recipe import SearchConfig
+from dha_pipeline.spaces.darts.settings import DartsSettings
+from dha_pipeline.spaces.mobilenet.settings import MobileNetSettings
 from dha_pipeline.search.architecture import ChildCost, within_budget
 from dha_pipeline.spaces.base import DataShape
-from dha_pipeline.spaces.darts import SPACE as DARTS
-from dha_pipeline.spaces.mobilenet import SPACE
+from dha_pipeline.spaces.darts.space import SPACE as DARTS
+from dha_pipeline.spaces.mobilenet.space import SPACE
 from dha_pipeline.spaces.mobilenet.genotype import MobileGenotype
 
-SMALL = ModelConfig(space="mobilenet", width_mult=0.25, stage_channels=[16, 24], stage_depths=[2, 1],
-                    stage_strides=[1, 2], head_channels=16, stem="small")
+SMALL = MobileNetSettings(space="mobilenet", width_mult=0.25, stage_channels=[16, 24], stage_depths=[2, 1],
+                          stage_strides=[1, 2], head_channels=16, stem="small")
 SHAPE = DataShape(num_classes=3, channels=3, image_size=8)
 
 
@@ -68,7 +70,7 @@ def test_prediction_needs_every_block(tmp_path: Path) -> None:
 
 def test_the_cell_space_has_no_latency_table() -> None:
     with pytest.raises(DhaError, match="mobilenet"):
-        DARTS.latency_blocks(ModelConfig(), SHAPE, None)
+        DARTS.latency_blocks(DartsSettings(), SHAPE, None)
 
 
 def test_every_budget_is_tested() -> None:

@@ -21,6 +21,7 @@ from dha_pipeline.errors import DhaError
 from dha_pipeline.layout import RunLayout
 from dha_pipeline.recipe import Recipe, TrainConfig, recipe_from_dict
 from dha_pipeline.search import loop
+from dha_pipeline.search.run import SearchOutcome, run_search
 from dha_pipeline.checkpoint import load_checkpoint
 from dha_pipeline.search.schedule import learning_rate
 
@@ -79,7 +80,7 @@ def test_learning_rate_warmup_then_cosine() -> None:
 def test_every_variant_trains_and_leaves_its_logs(tmp_path: Path, digits8, search: dict, hpo: dict) -> None:  # type: ignore[no-untyped-def]
     raw = _raw(tmp_path, search)
     raw["hpo"] = {"hyper_lr": 0.2, **hpo}
-    outcome = loop.run_search(recipe_from_dict(raw), digits8)
+    outcome = run_search(recipe_from_dict(raw), digits8)
     layout = _layout(tmp_path)
     assert [row["epoch"] for row in outcome.history] == [1, 2]
     assert all(math.isfinite(row["train_loss"]) for row in outcome.history)
@@ -122,18 +123,39 @@ def test_every_variant_trains_and_leaves_its_logs(tmp_path: Path, digits8, searc
     assert child.info["mode"] == search["mode"] and child.info["genotype"] == summary["genotype"]
 
 
-def test_sequential_reinitializes_the_derived_network(tmp_path: Path, digits8, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    built = []
+def test_sequential_trains_the_derived_network_from_fresh_weights(tmp_path: Path, digits8, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Sequential mode: once the search phase ends, the plain network of the genotype it found is built anew
+    (fresh weights and BatchNorm statistics, no momentum, a uniform policy, eta at the recipe's values) and
+    that network trains on; nothing is inherited from the supernet."""
+    run = loop.SearchRun(_recipe(tmp_path, {**DHA, "mode": "sequential"}), digits8)
+    supernet = run.network
+    at_switch = {}
     real_build = loop.SearchRun.build
 
-    def record(self, components, genotype=None):  # type: ignore[no-untyped-def]
-        built.append((sorted(components), genotype))
+    def snapshot(self, components, genotype=None):  # type: ignore[no-untyped-def]
+        at_switch["searched"] = self.arch.genotype()
+        at_switch["supernet"] = {k: v.clone() for k, v in self.network.state_dict().items()}
         real_build(self, components, genotype)
+        at_switch.update(components=sorted(components), genotype=genotype, momentum=len(self.theta.state),
+                         network={k: v.clone() for k, v in self.network.state_dict().items()},
+                         entropy=self.policy.entropy(), lr=self.hyper.lr)
 
-    monkeypatch.setattr(loop.SearchRun, "build", record)
-    loop.run_search(_recipe(tmp_path, {**DHA, "mode": "sequential"}), digits8)
-    assert built[0] == (["nas"], None)
-    assert built[1][0] == ["da", "hpo"] and built[1][1] is not None
+    monkeypatch.setattr(loop.SearchRun, "build", snapshot)
+    run.run()
+    assert [row["phase"] for row in run.history] == ["search", "train"]
+    assert at_switch["components"] == ["da", "hpo"] and at_switch["genotype"] == at_switch["searched"]
+    assert run.arch.fixed and run.network is not supernet and run.genotype() == at_switch["searched"]
+    fresh, searched = at_switch["network"], at_switch["supernet"]
+    running_means = [key for key in fresh if key.endswith("running_mean")]
+    assert running_means and all(not fresh[key].any() for key in running_means), "BatchNorm statistics start anew"
+    assert any(searched[key].any() for key in searched if key.endswith("running_mean")), "the supernet had trained"
+    shared = [key for key in fresh if key in searched and fresh[key].shape == searched[key].shape
+              and fresh[key].is_floating_point() and "running" not in key]
+    assert shared and not any(torch.equal(fresh[key], searched[key]) for key in shared), "no weight is inherited"
+    assert at_switch["momentum"] == 0 and at_switch["lr"] == pytest.approx(0.05, rel=1e-6)
+    assert at_switch["entropy"] == pytest.approx(run.policy.policy.max_entropy), "the policy starts uniform"
+    trained = run.network.state_dict()
+    assert any(not torch.equal(trained[key], fresh[key]) for key in shared), "then the derived network trains"
 
 
 def test_a_joint_run_moves_tau_b_lr_and_wd(tmp_path: Path, digits8) -> None:  # type: ignore[no-untyped-def]
@@ -152,8 +174,8 @@ def test_a_joint_run_moves_tau_b_lr_and_wd(tmp_path: Path, digits8) -> None:  # 
 
 
 def test_training_is_reproducible(tmp_path: Path, digits8) -> None:  # type: ignore[no-untyped-def]
-    first = loop.run_search(_recipe(tmp_path / "a", DHA), digits8)
-    second = loop.run_search(_recipe(tmp_path / "b", DHA), digits8)
+    first = run_search(_recipe(tmp_path / "a", DHA), digits8)
+    second = run_search(_recipe(tmp_path / "b", DHA), digits8)
     state_a, state_b = _weights(first.checkpoint), _weights(second.checkpoint)
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
     assert [row["train_loss"] for row in first.history] == [row["train_loss"] for row in second.history]
@@ -161,7 +183,7 @@ def test_training_is_reproducible(tmp_path: Path, digits8) -> None:  # type: ign
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, digits8, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    reference = loop.run_search(_recipe(tmp_path / "ref", DHA), digits8)
+    reference = run_search(_recipe(tmp_path / "ref", DHA), digits8)
     calls = {"n": 0}
     real_validate = loop.SearchRun.validate
 
@@ -173,10 +195,10 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, dig
 
     monkeypatch.setattr(loop.SearchRun, "validate", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        loop.run_search(_recipe(tmp_path / "cut", DHA), digits8)
+        run_search(_recipe(tmp_path / "cut", DHA), digits8)
     assert load_checkpoint(_layout(tmp_path / "cut").checkpoint)["epoch"] == 1
     monkeypatch.setattr(loop.SearchRun, "validate", real_validate)
-    resumed = loop.run_search(_recipe(tmp_path / "cut", DHA), digits8, resume=True)
+    resumed = run_search(_recipe(tmp_path / "cut", DHA), digits8, resume=True)
     assert resumed.resumed_from == "epoch 2, step 0"
     expected, actual = _weights(reference.checkpoint), _weights(resumed.checkpoint)
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
@@ -226,43 +248,43 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path: Path, d
 
 
 def test_resume_refuses_a_different_recipe(tmp_path: Path, digits8) -> None:  # type: ignore[no-untyped-def]
-    loop.run_search(_recipe(tmp_path, epochs=1), digits8)
+    run_search(_recipe(tmp_path, epochs=1), digits8)
     with pytest.raises(DhaError, match="different recipe"):
-        loop.run_search(_recipe(tmp_path, epochs=2, lr=0.01), digits8, resume=True)
+        run_search(_recipe(tmp_path, epochs=2, lr=0.01), digits8, resume=True)
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path: Path, digits8, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    loop.run_search(_recipe(tmp_path, epochs=1), digits8)
+    run_search(_recipe(tmp_path, epochs=1), digits8)
     checkpoint = _layout(tmp_path).checkpoint
     before = checkpoint.read_bytes()
     monkeypatch.setattr(loop.F, "cross_entropy",
                         lambda logits, *a, **k: torch.full((len(logits),), float("nan"), requires_grad=True))
     with pytest.raises(DhaError, match="loss became non-finite at epoch 1, step 1"):
-        loop.run_search(_recipe(tmp_path, epochs=1), digits8)
+        run_search(_recipe(tmp_path, epochs=1), digits8)
     assert checkpoint.read_bytes() == before
 
 
 def test_budget_rejects_proposals_over_the_parameter_cap(tmp_path: Path, digits8) -> None:  # type: ignore[no-untyped-def]
     initial = loop.SearchRun(_recipe(tmp_path / "fresh", DHA), digits8).genotype()
-    free = loop.run_search(_recipe(tmp_path / "free", DHA), digits8)
+    free = run_search(_recipe(tmp_path / "free", DHA), digits8)
     assert free.genotype != initial, "positive control: without a budget the architecture step moves the genotype"
-    capped = loop.run_search(_recipe(tmp_path / "capped", {**DHA, "max_params": 1}), digits8)
+    capped = run_search(_recipe(tmp_path / "capped", {**DHA, "max_params": 1}), digits8)
     assert capped.genotype == initial, "every proposal exceeds 1 parameter, so x_last must stay"
     assert load_checkpoint(capped.checkpoint)["genotype"] == initial.to_dict()
 
 
 def test_minutes_budget_stops_the_run_early(tmp_path: Path, digits8) -> None:  # type: ignore[no-untyped-def]
-    outcome = loop.run_search(_recipe(tmp_path, {**DHA, "budget_minutes": 1e-4}, epochs=50), digits8)
+    outcome = run_search(_recipe(tmp_path, {**DHA, "budget_minutes": 1e-4}, epochs=50), digits8)
     assert len(outcome.history) == 1, "the budget is spent within the first epoch, so the run stops after it"
     assert load_checkpoint(outcome.checkpoint)["epoch"] == 1
 
 
 @pytest.fixture(scope="module")
-def fp32_manual(tmp_path_factory: pytest.TempPathFactory, digits8) -> loop.SearchOutcome:  # type: ignore[no-untyped-def]
+def fp32_manual(tmp_path_factory: pytest.TempPathFactory, digits8) -> SearchOutcome:  # type: ignore[no-untyped-def]
     """The reference for the GPU-path settings: plain training in fp32, NCHW, eager (no learned eta or policy,
     whose hyper-gradient signs would turn rounding differences into different trajectories)."""
     tmp = tmp_path_factory.mktemp("fp32")
-    return loop.run_search(_recipe(tmp, epochs=1), digits8)
+    return run_search(_recipe(tmp, epochs=1), digits8)
 
 
 @pytest.mark.parametrize("setting, tolerance", [
@@ -283,7 +305,7 @@ def test_gpu_path_settings_train_like_the_reference(tmp_path: Path, digits8, fp3
         return real_compile(function, backend="eager", dynamic=options["dynamic"])
 
     monkeypatch.setattr(loop.torch, "compile", eager_backend)
-    outcome = loop.run_search(_recipe(tmp_path, epochs=1, **setting), digits8)
+    outcome = run_search(_recipe(tmp_path, epochs=1, **setting), digits8)
     assert compiled == ([setting["compile"]] if "compile" in setting else [])
     expected, actual = fp32_manual.history[-1], outcome.history[-1]
     assert actual["train_loss"] == pytest.approx(expected["train_loss"], rel=tolerance)

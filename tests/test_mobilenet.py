@@ -8,11 +8,11 @@ import torch
 
 from conftest import unsettle_batchnorms
 from dha_pipeline.errors import DhaError
-from dha_pipeline.recipe import ModelConfig
+from dha_pipeline.spaces.mobilenet.settings import MobileNetSettings
 from dha_pipeline.search.ista import ArchCode
 from dha_pipeline.spaces.base import DataShape
 from dha_pipeline.spaces.cost import count_params
-from dha_pipeline.spaces.mobilenet import SPACE
+from dha_pipeline.spaces.mobilenet.space import SPACE
 from dha_pipeline.spaces.mobilenet.backbone import Backbone
 from dha_pipeline.spaces.mobilenet.blocks import MBCONV_CHOICES, SKIP, make_divisible
 from dha_pipeline.spaces.mobilenet.fold import child_from_supernet
@@ -21,8 +21,8 @@ from dha_pipeline.spaces.mobilenet.network import MobileNetwork, MobileNetworkCo
 from dha_pipeline.spaces.mobilenet.supernet import GROUP, MobileSupernet
 from dha_pipeline.spaces.registry import get_space
 
-SMALL = ModelConfig(space="mobilenet", width_mult=0.25, stage_channels=[16, 24, 32], stage_depths=[2, 2, 1],
-                    stage_strides=[1, 2, 1], head_channels=32, stem="small")
+SMALL = MobileNetSettings(space="mobilenet", width_mult=0.25, stage_channels=[16, 24, 32],
+                          stage_depths=[2, 2, 1], stage_strides=[1, 2, 1], head_channels=32, stem="small")
 SHAPE = DataShape(num_classes=5, channels=3, image_size=16)
 
 
@@ -30,7 +30,7 @@ def test_layers_offer_a_skip_only_where_they_keep_their_shape() -> None:
     specs = Backbone.of(SMALL, 5, 3, 16).layers()
     assert [(s.in_channels, s.out_channels, s.stride) for s in specs] == [
         (8, 8, 1), (8, 8, 1), (8, 8, 2), (8, 8, 1), (8, 8, 1)]  # width 0.25 rounds every stage to 8 channels
-    paper = Backbone.of(ModelConfig(space="mobilenet"), 1000, 3, 224)
+    paper = Backbone.of(MobileNetSettings(space="mobilenet"), 1000, 3, 224)
     layers = paper.layers()
     assert len(layers) == 21 and paper.stem_stride == 2
     assert [len(spec.choices) for spec in layers[:4]] == [6, 7, 7, 7]  # the first layer of a stage changes shape
@@ -48,9 +48,9 @@ def test_decision_points_keep_one_choice_and_compress_it() -> None:
 
 def test_the_registry_and_known_architectures() -> None:
     assert get_space("mobilenet") is SPACE and SPACE.default_genotype == "MBV2"
-    mbv2 = SPACE.known_genotype("MBV2", ModelConfig(space="mobilenet"))
+    mbv2 = SPACE.known_genotype("MBV2", MobileNetSettings(space="mobilenet"))
     assert mbv2.layers == ("k3_e6",) * 21
-    network = SPACE.network(ModelConfig(space="mobilenet"), DataShape(1000, 3, 224), mbv2)
+    network = SPACE.network(MobileNetSettings(space="mobilenet"), DataShape(1000, 3, 224), mbv2)
     # MobileNetV2 has 3.5 M parameters; this backbone (ProxylessNAS' stage depths) is a little larger
     assert 3_000_000 < count_params(network) < 5_300_000
     with pytest.raises(DhaError, match="unknown MobileNet genotype"):

@@ -114,7 +114,7 @@ def test_section_hash_changes_only_with_its_section() -> None:
 
 
 @pytest.mark.parametrize("raw, fragment", [
-    ({"search": {"components": ["nas", "magic"]}}, "unknown component"),
+    ({"search": {"components": ["nas", "magic"]}}, "'search.components[1]' = 'magic' is not allowed"),
     ({"search": {"components": ["nas", "nas"]}}, "repeats"),
     ({"search": {"mode": "manual", "components": ["nas"]}}, "cannot be a component"),
     ({"search": {"mode": "joint", "components": ["da"]}}, "needs 'nas'"),
@@ -137,3 +137,23 @@ def test_an_unknown_search_space_is_one_error_listing_the_known_ones() -> None:
         recipe_from_dict({"model": {"space": "mobilenet_v9"}})
     assert "model.space" in str(info.value) and "'darts'" in str(info.value)
     assert recipe_from_dict({"model": {"space": "darts"}}).model.space == "darts"
+
+
+def test_model_keys_belong_to_the_chosen_space() -> None:
+    """[model] holds the chosen space's own settings: users write them there, each space checks its own keys
+    and rules, and a key of another space is the unknown-key error with the closest valid key."""
+    mobile = recipe_from_dict({"model": {"space": "mobilenet", "width_mult": 0.5, "stage_depths": [1, 2, 1, 1, 1, 1]}})
+    assert type(mobile.model).__name__ == "MobileNetSettings" and mobile.model.width_mult == 0.5
+    model = mobile.to_dict()["model"]
+    assert model["stage_depths"] == [1, 2, 1, 1, 1, 1] and "init_channels" not in model
+    assert recipe_from_dict(mobile.to_dict()) == mobile, "the resolved recipe round-trips"
+    with pytest.raises(DhaError, match="unknown recipe key 'model.width_mult'.*model.init_channels"):
+        recipe_from_dict({"model": {"space": "darts", "width_mult": 0.5}})
+    with pytest.raises(DhaError, match="did you mean 'model.stage_depths'"):
+        recipe_from_dict({"model": {"space": "mobilenet", "stage_depth": [1]}})
+    with pytest.raises(DhaError, match="'model.stage_depths' has no layer at all"):
+        recipe_from_dict({"model": {"space": "mobilenet", "stage_depths": [0, 0, 0, 0, 0, 0]}})
+    with pytest.raises(DhaError, match="'model.stem' = 'huge' is not allowed"):
+        recipe_from_dict({"model": {"stem": "huge"}})
+    assert recipe_from_dict({}).model.auxiliary_loss_weight == 0.4, "the default space is the cell space"
+    assert mobile.model.auxiliary_loss_weight == 0.0, "a space without an auxiliary head weighs none"

@@ -21,7 +21,9 @@ from dha_pipeline.errors import DhaError
 from dha_pipeline.export.metadata import read_onnx_metadata
 from dha_pipeline.layout import RunLayout
 from dha_pipeline.recipe import recipe_from_dict, recipe_to_toml
+from dha_pipeline import stages
 from dha_pipeline.search import loop
+from dha_pipeline.search.run import run_search
 from dha_pipeline.checkpoint import load_checkpoint
 
 CLASSES = ("ant", "bee", "cow")
@@ -48,9 +50,9 @@ def _raw(tmp_path: Path, folder: Path, **data: object) -> dict:
 def test_files_storage_prepares_an_index_and_no_pixels(tmp_path: Path, folder: Path) -> None:
     data = build_dataset(recipe_from_dict(_raw(tmp_path, folder)).data)
     assert data.storage == FILES
-    assert {split: len(index) for split, index in data.indexes.items()} == {"train": 64, "val": 8,
+    assert {split: len(source.index) for split, source in data.sources.items()} == {"train": 64, "val": 8,
                                                                             "test": 3 * PER_CLASS}
-    train = data.indexes["train"]
+    train = data.sources["train"].index
     assert train.sizes.shape == (64, 2) and (train.sizes > 0).all()  # width, height from the file headers
     assert all(train.path(i).is_file() for i in range(len(train)))
     assert len(data.mean) == len(data.std) == 3
@@ -60,9 +62,9 @@ def test_files_storage_prepares_an_index_and_no_pixels(tmp_path: Path, folder: P
     assert manifest["storage"] == FILES and manifest["root"] == str(folder)
     back = load_cache(directory)
     assert back.storage == FILES
-    for split, index in data.indexes.items():
-        assert np.array_equal(back.indexes[split].files, index.files)
-        assert np.array_equal(back.indexes[split].labels, index.labels)
+    for split, source in data.sources.items():
+        assert np.array_equal(back.sources[split].index.files, source.index.files)
+        assert np.array_equal(back.sources[split].index.labels, source.index.labels)
 
 
 def test_auto_storage_streams_only_what_would_not_fit(tmp_path: Path, folder: Path) -> None:
@@ -81,8 +83,8 @@ def test_files_storage_refuses_data_that_is_not_files(tmp_path: Path, folder: Pa
 
 
 def _stream(data, process: int = 0, processes: int = 1, local_batch: int = 8) -> TrainStream:  # type: ignore[no-untyped-def]
-    steps = len(data.indexes["train"]) // (local_batch * processes)
-    return TrainStream(data.indexes["train"], 12, 3, (0.3, 1.0), True, 3, local_batch, steps, 1,
+    steps = len(data.sources["train"].index) // (local_batch * processes)
+    return TrainStream(data.sources["train"].index, 12, 3, (0.3, 1.0), True, 3, local_batch, steps, 1,
                        torch.device("cpu"), process, processes, False)
 
 
@@ -103,7 +105,7 @@ def test_stream_batches_are_a_pure_function_of_epoch_and_step(tmp_path: Path, fo
 
 def test_two_ranks_read_disjoint_shards_in_distributed_sampler_order(tmp_path: Path, folder: Path) -> None:
     data = build_dataset(recipe_from_dict(_raw(tmp_path, folder)).data)
-    labels = torch.as_tensor(data.indexes["train"].labels)
+    labels = torch.as_tensor(data.sources["train"].index.labels)
     for process in range(2):
         read = torch.cat([y for _, y in _stream(data, process, 2, 8).epoch(2, 0)])
         sampler = DistributedSampler(range(64), num_replicas=2, rank=process, shuffle=True, seed=3, drop_last=True)
@@ -120,7 +122,7 @@ def test_streamed_search_resumed_mid_epoch_ends_like_the_uninterrupted_run(tmp_p
     raw = _raw(tmp_path / "ref", folder)
     raw["train"]["checkpoint_every_steps"] = 2
     data = build_dataset(recipe_from_dict(raw).data)
-    reference = loop.run_search(recipe_from_dict(raw), data)
+    reference = run_search(recipe_from_dict(raw), data)
     cut = {**raw, "runs_dir": str(tmp_path / "cut" / "runs")}
     calls = {"n": 0}
     real_step = loop.SearchRun.train_step
@@ -133,11 +135,11 @@ def test_streamed_search_resumed_mid_epoch_ends_like_the_uninterrupted_run(tmp_p
 
     monkeypatch.setattr(loop.SearchRun, "train_step", killed_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        loop.run_search(recipe_from_dict(cut), data)
+        run_search(recipe_from_dict(cut), data)
     checkpoint = _layout(tmp_path / "cut").checkpoint
     assert (load_checkpoint(checkpoint)["epoch"], load_checkpoint(checkpoint)["step_in_epoch"]) == (1, 2)
     monkeypatch.setattr(loop.SearchRun, "train_step", real_step)
-    resumed = loop.run_search(recipe_from_dict(cut), data, resume=True)
+    resumed = run_search(recipe_from_dict(cut), data, resume=True)
     assert resumed.resumed_from == "epoch 2, step 2"
     expected, actual = load_checkpoint(reference.checkpoint)["network"], load_checkpoint(checkpoint)["network"]
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
@@ -168,9 +170,9 @@ def test_an_unreadable_file_met_while_training_stops_the_run_naming_it(tmp_path:
     raw["search"] = {"mode": "manual", "components": []}
     recipe = recipe_from_dict(raw)
     data = build_dataset(recipe.data)
-    damaged = _damage_a_training_jpeg(data.indexes["train"])
+    damaged = _damage_a_training_jpeg(data.sources["train"].index)
     with pytest.raises(DhaError, match=f"unreadable image '{damaged}' met while training"):
-        loop.run_search(recipe, data)
+        run_search(recipe, data)
 
 
 def test_a_whole_streamed_run_skips_a_bad_file_and_exports_its_eval_crop(tmp_path: Path, copy: Path,
@@ -182,7 +184,7 @@ def test_a_whole_streamed_run_skips_a_bad_file_and_exports_its_eval_crop(tmp_pat
     recipe.write_text(recipe_to_toml(recipe_from_dict(raw)))
     assert main(["prepare", str(recipe)]) == 0
     layout = _layout(tmp_path)
-    damaged = _damage_a_training_jpeg(load_cache(layout.cache).indexes["train"])
+    damaged = _damage_a_training_jpeg(load_cache(layout.cache).sources["train"].index)
     assert main(["run", str(recipe)]) == 0
     summary = json.loads(layout.summary.read_text())
     assert summary["bad_files"] == [str(damaged)]
@@ -210,12 +212,14 @@ def test_a_worker_that_dies_is_one_clear_error_not_a_hang() -> None:
 
 
 def test_the_held_in_estimator_is_refused_on_streamed_data(tmp_path: Path, folder: Path) -> None:
-    """held_in draws random training batches, which a stream does not serve: refused with the fix when the
-    recipe says storage = 'files', and at the start of training when 'auto' chose to stream."""
+    """held_in draws a random training batch every step, which a stream does not serve: refused with the fix
+    before prepare reads anything when the recipe says storage = 'files', and at the start of training when
+    'auto' chose to stream; both by the streaming source's own rule."""
     raw = _raw(tmp_path, folder)
     raw["hpo"] = {"estimator": "held_in"}
     with pytest.raises(DhaError, match="held_in.*use hpo.estimator = 'next_batch'"):
-        recipe_from_dict(raw)
+        stages.prepare(recipe_from_dict(raw))
+    assert not recipe_from_dict(raw).layout.cache.exists(), "refused before anything was written"
     raw["data"].update(storage="auto", image_size=600, memory_limit_mb=100, stats_images=10)
     recipe = recipe_from_dict(raw)
     data = build_dataset(recipe.data)

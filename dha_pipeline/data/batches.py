@@ -3,7 +3,8 @@
 A batch source serves one split as uint8 NHWC images at the model's size, with int64 labels, in a
 fixed order. A split is an in-memory array (`ArraySource`) or a file index decoded by DataLoader
 workers (`data.stream.FileSource`); both also serve every n-th sample (`shard`), for one rank's
-part of validation or for images spread over a whole split.
+part of validation or for images spread over a whole split, and say what the dataset cache stores of
+them (`arrays`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ class BatchSource(Protocol):
 
     def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(uint8 NHWC images, int64 labels) of at most `batch_size` samples, covering the split once."""
+        ...
+
+    def shard(self, process: int, processes: int) -> BatchSource:
+        """Every `processes`-th sample from `process` on."""
+        ...
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What the dataset cache stores of the split (the cache's file kind -> array)."""
         ...
 
 
@@ -44,16 +53,12 @@ class ArraySource:
         """Every `processes`-th sample from `process` on (views)."""
         return ArraySource(self.images[process::processes], self.labels[process::processes])
 
-
-class ShardableSource(BatchSource, Protocol):
-    """A batch source that can also serve every n-th of its samples."""
-
-    def shard(self, process: int, processes: int) -> ShardableSource:
-        """Every `processes`-th sample from `process` on."""
-        ...
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What the cache stores of the split: pixels ('x') and labels ('y')."""
+        return {"x": self.images, "y": self.labels}
 
 
-def spread_images(source: ShardableSource, count: int) -> np.ndarray:
+def spread_images(source: BatchSource, count: int) -> np.ndarray:
     """Up to `count` images spread evenly over the split (every n-th), so that a split stored in class
     order still gives every class; only the chosen images are read."""
     stride = max(1, len(source) // max(count, 1))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +30,40 @@ from dha_pipeline.recipe import DataConfig
 CACHE_FORMAT = 1
 MEMORY = "memory"
 FILES = "files"
+ARRAY_KINDS = ("x", "y")
+"""What the cache stores of a split held in memory: pixels and labels."""
+INDEX_KINDS = ("files", "y", "sizes")
+"""What the cache stores of a streamed split: its file index (paths, labels, image sizes)."""
 
 
 @dataclass
 class PreparedData:
-    """Model-ready splits (only the splits loaded): in memory, x uint8 NHWC at the recipe's size and y
-    int64 labels; streamed, a file index per split (`indexes`) that workers decode."""
+    """The prepared splits (those loaded) and the manifest that describes them. Each split is a batch
+    source read in order: in memory an `ArraySource` (uint8 NHWC at the recipe's size, int64 labels);
+    streamed a `FileSource` over a file index, decoded by DataLoader workers."""
 
-    classes: list[str]
-    x: dict[str, np.ndarray]
-    y: dict[str, np.ndarray]
-    mean: list[float]
-    std: list[float]
     manifest: dict[str, Any]
-    indexes: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, BatchSource]
 
     @property
     def storage(self) -> str:
         """'memory' (pixels in the cache) or 'files' (an index; the pixels stay in the image files)."""
         return str(self.manifest.get("storage", MEMORY))
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, in label order."""
+        return list(self.manifest["classes"])
+
+    @property
+    def mean(self) -> list[float]:
+        """Per-channel mean of the train pixels in [0, 1]."""
+        return list(self.manifest["mean"])
+
+    @property
+    def std(self) -> list[float]:
+        """Per-channel standard deviation of the train pixels in [0, 1]."""
+        return list(self.manifest["std"])
 
     @property
     def eval_crop(self) -> float:
@@ -64,20 +79,6 @@ class PreparedData:
     def image_size(self) -> int:
         """Side of the square images."""
         return int(self.manifest["image_size"])
-
-    def source(self, split: str, workers: int = -1, skip_bad: bool = False) -> BatchSource:
-        """The batch source of one loaded split (streamed splits read through `workers` processes, -1 = auto;
-        an unreadable file stops them with its path, or is left out when `skip_bad`)."""
-        if self.storage == FILES:
-            from dha_pipeline.data.stream import FileSource, auto_workers
-
-            if split not in self.indexes:
-                raise KeyError(f"split '{split}' was not loaded")
-            return FileSource(self.indexes[split], self.image_size, self.channels, self.eval_crop,
-                              auto_workers() if workers < 0 else workers, skip_bad)
-        if split not in self.x:
-            raise KeyError(f"split '{split}' was not loaded")
-        return ArraySource(self.x[split], self.y[split])
 
 
 def _target_channels(config: DataConfig, splits: dict[str, SourceSplit]) -> int:
@@ -232,16 +233,17 @@ def build_dataset(config: DataConfig) -> PreparedData:
     size = config.image_size
     splits, bad_files, files_fingerprint = _decoded(planned, SPLITS, config.skip_bad)
     channels = _target_channels(config, splits)
-    x = {name: _to_grid(splits[name], size, channels, f"resizing {name}", config.eval_crop) for name in SPLITS}
-    y = {name: splits[name].labels for name in SPLITS}
-    mean, std = _channel_stats(x["train"])
-    manifest = _manifest(config, source, channels, mean, std, y, files_fingerprint, bad_files, MEMORY)
-    return PreparedData(source.classes, x, y, mean, std, manifest)
+    arrays = {name: ArraySource(_to_grid(splits[name], size, channels, f"resizing {name}", config.eval_crop),
+                                splits[name].labels) for name in SPLITS}
+    mean, std = _channel_stats(arrays["train"].images)
+    labels = {name: arrays[name].labels for name in SPLITS}
+    manifest = _manifest(config, source, channels, mean, std, labels, files_fingerprint, bad_files, MEMORY)
+    return PreparedData(manifest, dict(arrays))
 
 
 def _build_index(config: DataConfig, source: SourceData, planned: dict[str, SourceSplit]) -> PreparedData:
     """The streamed form of `build_dataset`: headers read, a sample of train images decoded, no pixels kept."""
-    from dha_pipeline.data.stream import index_files, sample_statistics
+    from dha_pipeline.data.stream import FileSource, auto_workers, index_files, sample_statistics
 
     indexes, bad_files = {}, []
     for name in SPLITS:
@@ -260,7 +262,9 @@ def _build_index(config: DataConfig, source: SourceData, planned: dict[str, Sour
     labels = {name: indexes[name].labels for name in SPLITS}
     manifest = _manifest(config, source, channels, mean, std, labels, digest.hexdigest(), bad_files, FILES)
     manifest["root"] = str(indexes["train"].root)
-    return PreparedData(source.classes, {}, labels, mean, std, manifest, indexes)
+    workers = auto_workers() if config.workers < 0 else config.workers
+    return PreparedData(manifest, {name: FileSource(indexes[name], config.image_size, channels, config.eval_crop,
+                                                    workers, config.skip_bad) for name in SPLITS})
 
 
 def build_split(config: DataConfig, split: str, *, image_size: int, channels: int
@@ -289,19 +293,13 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(handle, array, allow_pickle=False)
 
 
-def _cached_arrays(data: PreparedData, split: str) -> list[tuple[str, np.ndarray]]:
-    if data.storage == FILES:
-        return list(data.indexes[split].arrays().items())
-    return [("x", data.x[split]), ("y", data.y[split])]
-
-
 def save_cache(data: PreparedData, directory: str | Path) -> Path:
     """Write the arrays (pixels and labels, or the file index) as .npy files and the manifest with their
     sha256 sums."""
     directory = Path(directory)
     files = {}
     for split in SPLITS:
-        for kind, array in _cached_arrays(data, split):
+        for kind, array in data.sources[split].arrays().items():
             name = cache_file(split, kind)
             write_with(directory / name, lambda tmp, a=array: _save_npy(tmp, a))
             files[name] = sha256_file(directory / name)
@@ -325,30 +323,34 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_cache(directory: str | Path, splits: tuple[str, ...] = SPLITS) -> PreparedData:
-    """Read the named splits of a cache written by `save_cache`, verifying each file's sha256."""
+def load_cache(directory: str | Path, splits: tuple[str, ...] = SPLITS, *, workers: int = -1,
+               skip_bad: bool = False) -> PreparedData:
+    """Read the named splits of a cache written by `save_cache`, verifying each file's sha256. A streamed
+    split reads its files through `workers` DataLoader processes (-1 = auto); an unreadable file stops it
+    with its path, or is left out when `skip_bad`."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     streamed = manifest.get("storage") == FILES
-    kinds = ("files", "y", "sizes") if streamed else ("x", "y")
-    arrays: dict[str, dict[str, np.ndarray]] = {kind: {} for kind in kinds}
+    arrays: dict[str, dict[str, np.ndarray]] = {}
     for split in splits:
-        for kind in kinds:
+        arrays[split] = {}
+        for kind in (INDEX_KINDS if streamed else ARRAY_KINDS):
             name = cache_file(split, kind)
             path = directory / name
             if not path.is_file() or sha256_file(path) != manifest["files"].get(name):
                 raise DhaError(f"dataset cache file '{path}' is missing or corrupt",
                                "rerun `dha prepare RECIPE --force`")
-            arrays[kind][split] = np.load(path, allow_pickle=False)
-    indexes: dict[str, Any] = {}
-    if streamed:
-        from dha_pipeline.data.stream import FileIndex
+            arrays[split][kind] = np.load(path, allow_pickle=False)
+    if not streamed:
+        return PreparedData(manifest, {split: ArraySource(a["x"], a["y"]) for split, a in arrays.items()})
+    from dha_pipeline.data.stream import FileIndex, FileSource, auto_workers
 
-        root = Path(manifest["root"])
-        if not root.is_dir():
-            raise DhaError(f"the image folder '{root}' the cache indexes is gone",
-                           "put the images back there, or rerun `dha prepare RECIPE --force`")
-        indexes = {split: FileIndex(root, arrays["files"][split], arrays["y"][split], arrays["sizes"][split])
-                   for split in splits}
-    return PreparedData(manifest["classes"], arrays.get("x", {}), arrays["y"], manifest["mean"], manifest["std"],
-                        manifest, indexes)
+    root = Path(manifest["root"])
+    if not root.is_dir():
+        raise DhaError(f"the image folder '{root}' the cache indexes is gone",
+                       "put the images back there, or rerun `dha prepare RECIPE --force`")
+    workers = auto_workers() if workers < 0 else workers
+    return PreparedData(manifest, {split: FileSource(FileIndex(root, a["files"], a["y"], a["sizes"]),
+                                                     int(manifest["image_size"]), int(manifest["channels"]),
+                                                     float(manifest.get("eval_crop", 1.0)), workers, skip_bad)
+                                   for split, a in arrays.items()})

@@ -18,7 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
+from dha_pipeline.data.cache import PreparedData
+from dha_pipeline.data.device import to_nchw
+from dha_pipeline.data.training import Batch, BatchPlan
+from dha_pipeline.distributed import rank_seed
 from dha_pipeline.errors import DhaError
 from dha_pipeline.preprocess import decode_image, prepare_image, to_channels
 from dha_pipeline.progress import progress_bar
+from dha_pipeline.recipe import Recipe
 
-INDEX_KINDS = ("files", "y", "sizes")
 TORCHVISION_DECODES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 RRC_RATIO = (3 / 4, 4 / 3)
 
@@ -287,6 +291,10 @@ class FileSource:
     def __len__(self) -> int:
         return len(self.index)
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What the cache stores of the split: its file index."""
+        return self.index.arrays()
+
     def images(self) -> EvalImages:
         """The split's samples as evaluation views them (the dataset its loaders read)."""
         return EvalImages(self.index, self.size, self.channels, self.crop)
@@ -385,8 +393,7 @@ class ProbeStream:
         self.draws += 1
         if bad and not self.source.skip_bad:
             raise unreadable_images(bad)
-        return (pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).contiguous(),
-                labels.to(self.device, non_blocking=True))
+        return to_nchw(pixels.to(self.device, non_blocking=True)), labels.to(self.device, non_blocking=True)
 
 
 class StreamedSplit:
@@ -402,5 +409,64 @@ class StreamedSplit:
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(uint8 NCHW, labels) on the device."""
         for pixels, labels in self.source.tensors(batch_size, self.device):
-            yield (pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).contiguous(),
-                   labels.to(self.device, non_blocking=True))
+            yield to_nchw(pixels.to(self.device, non_blocking=True)), labels.to(self.device, non_blocking=True)
+
+
+class StreamTraining:
+    """The training source of streamed data (data/training.py): each rank reads its DistributedSampler shard
+    of the train files through one persistent DataLoader (decode, random resized crop, flip in the workers),
+    validates on every `processes`-th val file, and draws probe batches from one worker per split."""
+
+    flips = True
+
+    def __init__(self, data: PreparedData, recipe: Recipe, device: torch.device, process: int,
+                 processes: int) -> None:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
+        workers = recipe.data.workers if recipe.data.workers >= 0 else auto_workers(local)
+        sources = {split: replace(data.sources[split], workers=workers, skip_bad=recipe.data.skip_bad)
+                   for split in ("train", "val")}
+        self.plan = BatchPlan.of(recipe.train.batch_size, len(sources["train"]), processes)
+        self.val, self.val_size = StreamedSplit(sources["val"].shard(process, processes), device), len(sources["val"])
+        augment = recipe.augment
+        self.stream = TrainStream(sources["train"].index, data.image_size, data.channels,
+                                  (augment.resized_crop_min, 1.0), augment.hflip, recipe.seed, self.plan.local_batch,
+                                  self.plan.steps_per_epoch, workers, device, process, processes, recipe.data.skip_bad)
+        self.probes = {split: ProbeStream(source, self.plan.local_batch, rank_seed(recipe.seed, process) + index,
+                                          device) for index, (split, source) in enumerate(sources.items())}
+
+    @staticmethod
+    def check_recipe(recipe: Recipe) -> None:
+        """The `held_in` hypergradient estimator needs a random base-augmented training batch at every step; a
+        stream serves its training files in its sampler's order, and its probe batches (one worker, no crop)
+        are for p's occasional hyper-steps: refused with the fix."""
+        if recipe.hpo.estimator == "held_in" and "hpo" in recipe.search.components:
+            raise DhaError("hpo.estimator = 'held_in' draws a random training batch at every step, which streamed "
+                           "data (data.storage = 'files', or 'auto' over data.memory_limit_mb) does not serve",
+                           "use hpo.estimator = 'next_batch'")
+
+    def epoch(self, epoch: int, start_step: int) -> Iterator[Batch]:
+        """This rank's (uint8 NCHW images, labels) of steps `start_step`.. of `epoch`."""
+        return self.stream.epoch(epoch, start_step)
+
+    def random_batch(self, split: str, size: int, generator: torch.Generator) -> Batch:
+        """The next batch of the split's probe stream (its own seeds; `size` is the local batch it was made
+        with, and `generator` is not drawn from)."""
+        return self.probes[split].next()
+
+    def val_batches(self, batch_size: int) -> Iterator[Batch]:
+        """This rank's shard of val, in order."""
+        return self.val.batches(batch_size)
+
+    @property
+    def bad_files(self) -> list[str]:
+        """Unreadable training files met (and skipped, with data.skip_bad)."""
+        return self.stream.bad_files
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpoint part: how many batches each probe stream has served."""
+        return {"probe_draws": {split: probe.draws for split, probe in self.probes.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of `state_dict`."""
+        for split, draws in state["probe_draws"].items():
+            self.probes[split].restart(int(draws))

@@ -18,13 +18,17 @@ from torch import nn
 from dha_pipeline.distributed import all_average
 from dha_pipeline.recipe import HpoConfig, TrainConfig
 from dha_pipeline.search.hpo import HyperOptimizer, HyperParams, HyperSGD
+from dha_pipeline.search.learner import Learner, StepContext
 from dha_pipeline.search.schedule import schedule_factor
 
 SCHEDULE_KIND = "cosine"
 
 
-class HyperLearner:
+class HyperLearner(Learner):
     """eta, learned (HPO) or fixed, and the lr schedule it is multiplied by."""
+
+    name = "eta"
+    log = "hparams"
 
     def __init__(self, train: TrainConfig, hpo: HpoConfig, *, learned: bool, steps_per_epoch: int,
                  budget_minutes: float = 0.0) -> None:
@@ -70,8 +74,13 @@ class HyperLearner:
         total = self.train.epochs * self.steps_per_epoch
         return max(step, int(elapsed_seconds / (60 * self.budget_minutes) * total))
 
-    def step(self, theta: HyperSGD, step: int, elapsed_seconds: float,
-             held_in: tuple[nn.Module, Callable[[], torch.Tensor]] | None = None) -> None:
+    def step(self, step: StepContext) -> None:
+        """Before theta's step: `update` with this step's gradients (and, for `held_in`, its held-in loss)."""
+        held_in = (step.network, step.held_in_loss) if self.estimator == "held_in" else None
+        self.update(step.theta, step.index, step.elapsed, held_in)
+
+    def update(self, theta: HyperSGD, step: int, elapsed_seconds: float,
+               held_in: tuple[nn.Module, Callable[[], torch.Tensor]] | None = None) -> None:
         """Before theta's step `step`: a hyper-step on eta (if learned), then lr and wd into `theta`.
 
         g' is the gradient at theta' (the weights after the previous step): `next_batch` reads the
@@ -109,10 +118,14 @@ class HyperLearner:
         return {"lr": self.lr, "weight_decay": self.weight_decay, "learned": self.learned,
                 "schedule": self.schedule()}
 
-    def log_row(self, epoch: int) -> dict[str, Any]:
-        """One hparams.csv row: eta at the end of the epoch, and the schedule's factor and lr then."""
-        return {"epoch": epoch, "lr": self.lr, "weight_decay": self.weight_decay,
-                "schedule_factor": self.factor, "scheduled_lr": self.scheduled_lr}
+    def history_fields(self) -> dict[str, Any]:
+        """eta at the end of the epoch, and the learning rate of its last step."""
+        return {"lr": self.lr, "weight_decay": self.weight_decay, "scheduled_lr": self.scheduled_lr}
+
+    def log_rows(self, epoch: int) -> list[dict[str, Any]]:
+        """The epoch's hparams.csv row: eta at the end of the epoch, and the schedule's factor and lr then."""
+        return [{"epoch": epoch, "lr": self.lr, "weight_decay": self.weight_decay,
+                 "schedule_factor": self.factor, "scheduled_lr": self.scheduled_lr}]
 
     def state_dict(self) -> dict[str, Any]:
         """Checkpoint part: learned eta (nothing when fixed) and the current schedule factor."""

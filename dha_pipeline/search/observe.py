@@ -13,6 +13,7 @@ from dha_pipeline.distributed import is_main_process
 from dha_pipeline.layout import SEARCH_LOGS, RunLayout
 from dha_pipeline.metrics import write_csv
 from dha_pipeline.report import plots
+from dha_pipeline.search.learner import Learner
 from dha_pipeline.search.policy import PolicyLearner
 from dha_pipeline.spaces.base import DecisionPoint, SearchSpace
 
@@ -20,6 +21,29 @@ from dha_pipeline.spaces.base import DecisionPoint, SearchSpace
 def empty_logs() -> dict[str, list[dict[str, Any]]]:
     """One empty row list per search log."""
     return {name: [] for name in SEARCH_LOGS}
+
+
+def add_log_rows(logs: dict[str, list[dict[str, Any]]], learners: tuple[Learner, ...], epoch: int) -> None:
+    """Append each learner's rows of epoch `epoch` to its log; learners that share a log (eta and p share
+    hparams) contribute columns to the same rows, in learner order."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for learner in learners:
+        if learner.log is None:
+            continue
+        own = learner.log_rows(epoch)
+        shared = rows.get(learner.log)
+        rows[learner.log] = own if shared is None else [{**a, **b} for a, b in zip(shared, own, strict=True)]
+    for name, new in rows.items():
+        logs[name] += new
+
+
+def epoch_line(row: dict[str, Any], epochs: int, frozen: str) -> str:
+    """An epoch's history row as one whole line: what a log file keeps of it."""
+    extra = f" H {row['policy_entropy']:.2f}" if "policy_entropy" in row else ""
+    extra += f" p {row['aug_fraction']:.3f}" if "aug_fraction" in row else ""
+    return (f"epoch {row['epoch']}/{epochs} {row['phase']} loss {row['train_loss']:.4f} train {row['train_top1']:.4f} "
+            f"val {row['val_top1']:.4f} (loss {row['val_loss']:.4f}) lr {row['scheduled_lr']:.3e} "
+            f"(base {row['lr']:.3e}) wd {row['weight_decay']:.2e}{extra} frozen {frozen} {row['seconds']:.1f} s")
 
 
 def write_logs(layout: RunLayout, history: list[dict[str, Any]], logs: dict[str, list[dict[str, Any]]]) -> None:
@@ -33,7 +57,7 @@ def write_logs(layout: RunLayout, history: list[dict[str, Any]], logs: dict[str,
 
 
 def write_plots(layout: RunLayout, history: list[dict[str, Any]], logs: dict[str, list[dict[str, Any]]],
-                policy: PolicyLearner | None, space: SearchSpace, points: list[DecisionPoint],
+                policy: Learner, space: SearchSpace, points: list[DecisionPoint],
                 genotype: dict[str, Any]) -> list[Path]:
     """Every search plot whose data exists; returns the paths written."""
     if not is_main_process():
@@ -43,7 +67,7 @@ def write_plots(layout: RunLayout, history: list[dict[str, Any]], logs: dict[str
     if logs.get("hparams"):
         written.append(layout.plot("hparams"))
         plots.hyperparameter_trajectories(logs["hparams"], written[-1])
-    if policy is not None:
+    if isinstance(policy, PolicyLearner):
         written.append(layout.plot("policy_heatmap"))
         plots.policy_heatmap(policy.probabilities(), policy.op_names, written[-1],
                              f"augmentation policy (entropy {policy.entropy():.2f} nats)")

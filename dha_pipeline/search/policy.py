@@ -1,8 +1,8 @@
 """The policy learner: tau, the augmentation policy (docs/METHOD.md, "Augmentation policy").
 
 It owns the policy (a distribution over ordered pairs of the 14 ops), its Adam optimizer, the
-per-sample sampling of op pairs and magnitudes, the L_DA objective with its entropy floor, and its
-checkpoint part.
+per-sample sampling of op pairs and magnitudes (for the samples p's share names), the L_DA objective
+with its entropy floor, and its checkpoint part. With the policy off, tau is the inert `NoPolicy`.
 """
 
 from __future__ import annotations
@@ -14,18 +14,40 @@ import torch
 
 from dha_pipeline.augment.policy import AugmentPolicy, PolicySample
 from dha_pipeline.recipe import AugmentConfig
+from dha_pipeline.search.fraction import Share
+from dha_pipeline.search.learner import Learner, StepContext
 
 TOP_PAIRS_LOGGED = 5
 TOP_PAIRS_REPORTED = 20
 
 
-class PolicyLearner:
+class PolicyLearner(Learner):
     """tau, learned adversarially: the pairs that make harder-than-average samples gain probability."""
+
+    name = "tau"
+    log = "policy"
 
     def __init__(self, settings: AugmentConfig, device: torch.device) -> None:
         self.policy = AugmentPolicy(temperature=settings.temperature, max_magnitude=settings.magnitude_max,
                                     entropy_floor_fraction=settings.entropy_floor).to(device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=settings.policy_lr)
+
+    def augment(self, images: torch.Tensor, share: Share, generator: torch.Generator
+                ) -> tuple[torch.Tensor, PolicySample | None]:
+        """The batch (NCHW in [0, 1]) with the policy ops applied to the samples of `share`, and the pairs
+        drawn for them (None when the share is empty)."""
+        if share.augmented is None:
+            sample = self.sample(len(images), generator)
+            return self.apply(images, sample), sample
+        if not len(share.augmented):
+            return images, None
+        sample = self.sample(len(share.augmented), generator)
+        chosen = self.apply(images.index_select(0, share.augmented), sample)
+        return images.index_copy(0, share.augmented, chosen), sample
+
+    def objective(self, loss: torch.Tensor, sample: PolicySample | None, share_loss: torch.Tensor) -> torch.Tensor:
+        """The training loss plus L_DA of the drawn pairs (given the augmented samples' losses)."""
+        return loss if sample is None else loss + self.loss(sample, share_loss)
 
     def sample(self, n: int, generator: torch.Generator) -> PolicySample:
         """One op pair, magnitudes and signs per sample of a batch of n."""
@@ -47,7 +69,7 @@ class PolicyLearner:
         """Drop tau's gradient before a backward pass."""
         self.optimizer.zero_grad(set_to_none=True)
 
-    def step(self) -> None:
+    def step(self, step: StepContext | None = None) -> None:
         """One Adam step on tau."""
         self.optimizer.step()
 
@@ -56,7 +78,7 @@ class PolicyLearner:
         """The policy's entropy in nats."""
         return float(self.policy.entropy())
 
-    def top_pairs(self, top: int = TOP_PAIRS_REPORTED) -> dict[str, float]:
+    def top_pairs(self, top: int = TOP_PAIRS_REPORTED) -> dict[str, float] | None:
         """The `top` most probable pairs as {"op1+op2": probability}."""
         return self.policy.as_dict(top)
 
@@ -70,13 +92,17 @@ class PolicyLearner:
         """The K single ops, in the policy's order."""
         return list(self.policy.op_names)
 
-    def log_row(self, epoch: int) -> dict[str, Any]:
-        """One policy.csv row: entropy and the most probable pairs."""
+    def history_fields(self) -> dict[str, Any]:
+        """The policy's entropy at the end of the epoch."""
+        return {"policy_entropy": self.entropy()}
+
+    def log_rows(self, epoch: int) -> list[dict[str, Any]]:
+        """The epoch's policy.csv row: entropy and the most probable pairs."""
         row: dict[str, Any] = {"epoch": epoch, "entropy": self.entropy(), "max_entropy": self.policy.max_entropy}
         for rank, (op1, op2, prob) in enumerate(self.policy.top_pairs(TOP_PAIRS_LOGGED), start=1):
             row[f"top{rank}"] = f"{op1}+{op2}"
             row[f"top{rank}_p"] = prob
-        return row
+        return [row]
 
     def state_dict(self) -> dict[str, Any]:
         """Checkpoint part: tau and its optimizer."""
@@ -86,3 +112,22 @@ class PolicyLearner:
         """Inverse of `state_dict`."""
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+class NoPolicy(Learner):
+    """tau with the policy off: images pass unchanged, the objective is the training loss."""
+
+    name = "tau"
+
+    def augment(self, images: torch.Tensor, share: Share, generator: torch.Generator
+                ) -> tuple[torch.Tensor, PolicySample | None]:
+        """The images as they are; nothing drawn."""
+        return images, None
+
+    def objective(self, loss: torch.Tensor, sample: PolicySample | None, share_loss: torch.Tensor) -> torch.Tensor:
+        """The training loss."""
+        return loss
+
+    def top_pairs(self) -> None:
+        """No policy to report."""
+        return None

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from dha_pipeline.spaces.settings import ModelSettings
+
 PointKey = tuple[str, int]
 """(group, index) of a decision point, e.g. ("normal", 2): node 2 of the normal cell."""
 Support = list[tuple[int, int]]
@@ -109,12 +111,12 @@ class SearchSpace(Protocol):
     latency_references: tuple[str, ...]
     """Known genotypes whose whole networks calibrate the latency table (empty without a latency table)."""
 
-    def decision_points(self, model: Any) -> list[DecisionPoint]:
+    def decision_points(self, model: ModelSettings) -> list[DecisionPoint]:
         """Every decision point of the supernet of the recipe's `[model]` settings, in a fixed order (the
         order of codes, seeds and logs)."""
         ...
 
-    def supernet(self, model: Any, shape: DataShape) -> nn.Module:
+    def supernet(self, model: ModelSettings, shape: DataShape) -> nn.Module:
         """A fresh supernet for the recipe's `[model]` settings. It has `forward_train(x, weights)`
         -> (logits, aux logits or None), `forward(x, weights)`, `enable_affine(key, support)` (a point
         froze: its ops' BatchNorm affine parameters start training) and `config.to_dict()`."""
@@ -132,11 +134,11 @@ class SearchSpace(Protocol):
         """Inverse of `Genotype.to_dict`, validated (a user error if malformed)."""
         ...
 
-    def known_genotype(self, name: str, model: Any) -> Genotype:
+    def known_genotype(self, name: str, model: ModelSettings) -> Genotype:
         """A published, hand-designed architecture of the space (manual mode), shaped for `[model]`."""
         ...
 
-    def network(self, model: Any, shape: DataShape, genotype: Genotype) -> nn.Module:
+    def network(self, model: ModelSettings, shape: DataShape, genotype: Genotype) -> nn.Module:
         """The plain trainable network of `genotype`: `forward_train(x)` -> (logits, aux or None)."""
         ...
 
@@ -150,7 +152,7 @@ class SearchSpace(Protocol):
         training-only parts. The child has `config.to_dict()` and a logits-only `forward`."""
         ...
 
-    def latency_blocks(self, model: Any, shape: DataShape, genotype: Genotype | None) -> list[LatencyBlock]:
+    def latency_blocks(self, model: ModelSettings, shape: DataShape, genotype: Genotype | None) -> list[LatencyBlock]:
         """The separately timed blocks (the latency table's entries, dha_pipeline/latency.py) of `genotype`'s
         network, or (None) of every choice of the supernet; a user error where the space has no latency table."""
         ...

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dha_pipeline.spaces.base import resolve_stem
+from dha_pipeline.spaces.mobilenet.settings import MobileNetSettings
 from dha_pipeline.spaces.mobilenet.blocks import MBCONV_CHOICES, SKIP, ConvBNAct, MBConv, make_divisible
 
 STEM_CHANNELS = 32
@@ -55,7 +56,7 @@ class Backbone:
     stem: str = "auto"
 
     @classmethod
-    def of(cls, model: Any, num_classes: int, in_channels: int, image_size: int) -> Backbone:
+    def of(cls, model: MobileNetSettings, num_classes: int, in_channels: int, image_size: int) -> Backbone:
         """The backbone of the recipe's `[model]` settings for data of this shape."""
         return cls(num_classes, in_channels, image_size, float(model.width_mult), tuple(model.stage_channels),
                    tuple(model.stage_depths), tuple(model.stage_strides), int(model.head_channels), model.stem)
