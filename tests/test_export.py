@@ -22,14 +22,14 @@ from dha_pipeline.data.batches import ArraySource
 from dha_pipeline.data.cache import PreparedData, load_cache
 from dha_pipeline.derive import EXACTNESS_TOLERANCE, Child, derive_child, load_child
 from dha_pipeline.errors import CheckFailed, DhaError
-from dha_pipeline.export import exporter
-from dha_pipeline.export.exporter import FORMATS, build_metadata, check_formats, export_child, parity_images
-from dha_pipeline.export.metadata import (METADATA_KEY, ARCHIVE_METADATA_FILE, input_spec, package_versions,
-                                          read_onnx_metadata)
+from dha_pipeline.export.exporter import build_metadata, check_formats, export_child, parity_images
 from dha_pipeline.export.parity import Parity, compare_logits
-from dha_pipeline.export.torchscript_format import load_torchscript
+from dha_pipeline.formats import registry
+from dha_pipeline.formats.metadata import METADATA_KEY, ARCHIVE_METADATA_FILE, input_spec, package_versions
+from dha_pipeline.formats.onnx_runtime import read_onnx_metadata
+from dha_pipeline.formats.torchscript import load_torchscript
 from dha_pipeline.preprocess import model_input
-from dha_pipeline.layout import MODEL_FILES, ExportLayout, RunLayout
+from dha_pipeline.layout import ExportLayout, RunLayout
 from dha_pipeline.recipe import ExportConfig
 from dha_pipeline.search.result import SearchResult
 from dha_pipeline.spaces.darts.network import DartsNetwork, NetworkConfig
@@ -80,13 +80,13 @@ def torch_logits(model: torch.nn.Module, inputs: np.ndarray) -> np.ndarray:
 
 def perturb_onnx_parity(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the ONNX backend used by the parity gate return logits shifted by 1.0."""
-    real = exporter.FORMATS["onnx"]
+    real = registry.FORMATS["onnx"]
 
-    def load(path: Path):
-        run = real.load(path)
+    def load(path: Path, runtime):
+        run = real.loader(path, runtime)
         return lambda batch: run(batch) + 1.0
 
-    monkeypatch.setitem(exporter.FORMATS, "onnx", dataclasses.replace(real, load=load))
+    monkeypatch.setitem(registry.FORMATS, "onnx", dataclasses.replace(real, loader=load))
 
 
 def copy_run(run_dir: Path, tmp_path: Path) -> Path:
@@ -260,9 +260,7 @@ def test_check_formats() -> None:
         check_formats(["onnx", "tflite"])
     with pytest.raises(DhaError, match="no export format"):
         check_formats([])
-    assert set(FORMATS) | {"onnx_int8"} == set(MODEL_FILES)
-    assert MODEL_FILES == {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2",
-                           "onnx_int8": "model.int8.onnx"}
+    assert check_formats(["pt2", "onnx", "torchscript"]) == ["pt2", "onnx", "torchscript"]
     with pytest.raises(DhaError, match="unknown export format 'onnx_int8'"):  # int8 comes from --int8 only
         check_formats(["onnx_int8"])
 
