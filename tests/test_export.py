@@ -33,8 +33,9 @@ from dha_pipeline.layout import ExportLayout, RunLayout
 from dha_pipeline.recipe import ExportConfig
 from dha_pipeline.search.result import SearchResult
 from dha_pipeline.spaces.darts.network import DartsNetwork, NetworkConfig
+from dha_pipeline.spaces.registry import get_space
 
-DESIGN_KEYS = {"name", "classes", "input", "search_space", "genotype", "components", "mode", "da_policy",
+DESIGN_KEYS = {"name", "classes", "input", "search_space", "genotype", "network", "components", "mode", "da_policy",
                "hyperparameters", "params", "macs", "recipe_sha256", "parity", "versions"}
 DIGIT_CLASSES = [str(i) for i in range(10)]
 
@@ -164,6 +165,10 @@ def test_metadata_has_every_design_key(metadata: dict, child: Child) -> None:
     assert metadata["mode"] == "manual"
     assert metadata["genotype"] == child.model.config.genotype.to_dict() == child.info["genotype"]
     assert set(metadata["genotype"]) >= {"normal", "reduce"}
+    # the space's description rows, for the model card (which imports no space)
+    space = get_space("darts")
+    assert metadata["network"] == space.describe(space.genotype_from_dict(metadata["genotype"]))
+    assert set(metadata["network"]) == {"normal cell", "reduce cell"}
     assert metadata["components"] == [] and metadata["da_policy"] is None
     hyper = metadata["hyperparameters"]
     # eta as set (manual mode: fixed), not the cosine-scheduled lr of the last step (near 0 after 2 epochs)
@@ -493,3 +498,5 @@ def test_model_card_reports_eta_with_its_schedule(export_dir: Path) -> None:
     assert "- eta (fixed by the recipe): base learning rate 0.05, weight decay 0.0003\n" in card
     assert "- schedule: cosine to 0 over 2 epochs, SGD momentum 0.9\n" in card
     assert "## Accuracy per class" in card and "| class | fp32 (test) |" in card
+    metadata = json.loads((export_dir / "metadata.json").read_text())
+    assert f"- normal cell: {metadata['network']['normal cell']}\n" in card

@@ -74,8 +74,10 @@ class ExportResult:
 def build_metadata(child: Child, name: str, images: dict[str, int] | None = None,
                    child_file: Path | None = None) -> dict[str, Any]:
     """The metadata contract of a child network (docs/ARCHITECTURE.md; parity is added after the gate);
-    `images` counts the images of each prepared split, `child_file` is the derived child it came from."""
+    `images` counts the images of each prepared split, `child_file` is the derived child it came from.
+    `network` holds the space's description rows of the genotype, so the model card needs no space."""
     info = child.info
+    space = get_space(info["search_space"])
     return {
         "name": name,
         "classes": child.classes,
@@ -83,6 +85,7 @@ def build_metadata(child: Child, name: str, images: dict[str, int] | None = None
                             float(info["data"].get("eval_crop", 1.0))),
         "search_space": info["search_space"],
         "genotype": info["genotype"],
+        "network": space.describe(space.genotype_from_dict(info["genotype"])),
         "components": info["components"],
         "mode": info["mode"],
         "da_policy": info["da_policy"],
