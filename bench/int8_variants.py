@@ -22,9 +22,9 @@ from common import interleaved_medians  # noqa: E402
 
 from dha_pipeline.data.batches import first_images, spread_images  # noqa: E402
 from dha_pipeline.data.cache import load_cache  # noqa: E402
-from dha_pipeline.export.int8 import _Calibration, _quiet_quantizer  # noqa: E402
-from dha_pipeline.export.metadata import open_onnx_session  # noqa: E402
-from dha_pipeline.export.onnx_format import INPUT_NAME  # noqa: E402
+from dha_pipeline.formats.onnx import INPUT_NAME  # noqa: E402
+from dha_pipeline.formats.onnx_int8 import _Calibration, _quiet_quantizer  # noqa: E402
+from dha_pipeline.formats.onnx_runtime import open_onnx_session  # noqa: E402
 from dha_pipeline.layout import RunLayout  # noqa: E402
 from dha_pipeline.preprocess import model_input  # noqa: E402
 

@@ -39,7 +39,7 @@ def random_genotype(space, model, rng: random.Random):  # type: ignore[no-untype
 
 def measured_latency(network: torch.nn.Module, shape: DataShape, threads: int, runs: int) -> float:
     """Median batch-1 onnxruntime milliseconds of the whole network, exported as `dha export` does."""
-    from dha_pipeline.export.onnx_format import export_onnx
+    from dha_pipeline.formats.onnx import export_onnx
 
     example = torch.zeros(2, shape.channels, shape.image_size, shape.image_size)
     with tempfile.TemporaryDirectory() as folder:

@@ -18,13 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from dha_pipeline.backends import Backend, OnnxBackend, load_backend, onnx_providers
 from dha_pipeline.data.batches import BatchSource, first_images
 from dha_pipeline.data.cache import build_split
 from dha_pipeline.errors import CheckFailed, DhaError
 from dha_pipeline.evaluate import LATENCY_BATCH, data_config_for, measure_latency
 from dha_pipeline.fileio import write_json
-from dha_pipeline.layout import MODEL_FILES, ExportLayout
+from dha_pipeline.formats.base import Backend, Runtime
+from dha_pipeline.formats.onnx_runtime import onnx_providers
+from dha_pipeline.formats.registry import FORMATS
+from dha_pipeline.layout import ExportLayout
 from dha_pipeline.metrics import per_class_mean, topk_correct, write_csv
 from dha_pipeline.preprocess import model_input
 from dha_pipeline.report.model_card import write_model_card
@@ -34,9 +36,6 @@ from dha_pipeline.scoring import split_logits
 MIN_RUNS = 50
 WARMUP_RUNS = 10
 THROUGHPUT_BATCH = LATENCY_BATCH
-FORMAT_LABELS = {"torch": "torch eager", "torchscript": "TorchScript", "pt2": "PyTorch 2 (.pt2)",
-                 "onnx": "ONNX fp32", "onnx_int8": "ONNX int8"}
-"""Benchmark rows in table order; 'torch' is the derived child the export came from."""
 
 
 @dataclass(frozen=True)
@@ -61,14 +60,14 @@ class BenchmarkRow:
 
 
 def present_models(layout: ExportLayout, metadata: dict[str, Any]) -> dict[str, Path]:
-    """Format -> file for every model file in the export folder, and the derived child when it exists."""
+    """Format -> file for every model file in the export folder, and the derived child (named in the metadata)
+    when it exists, in table order (formats.registry.FORMATS)."""
+    child = Path(metadata["child"]) if metadata.get("child") else None  # the one format outside the folder
     found = {}
-    child = metadata.get("child")
-    if child and Path(child).is_file():
-        found["torch"] = Path(child)
-    for fmt in FORMAT_LABELS:
-        if fmt in MODEL_FILES and layout.model(fmt).is_file():
-            found[fmt] = layout.model(fmt)
+    for name, record in FORMATS.items():
+        path = layout.model(name) if record.in_export else child
+        if path is not None and path.is_file():
+            found[name] = path
     return found
 
 
@@ -90,12 +89,6 @@ def time_backend(backend: Backend, sample: np.ndarray, runs: int) -> tuple[float
     max(10, runs / 5) calls), each after a warm-up; `sample` is float32 NCHW model input."""
     latency = measure_latency(backend, sample, runs, warmup=WARMUP_RUNS, batch_runs=max(10, runs // 5))
     return latency["batch1_p50"], latency["batch1_p90"], THROUGHPUT_BATCH / (latency["batch32_p50"] / 1000.0)
-
-
-def _load(path: Path, provider: str | None, threads: int) -> Backend:
-    if path.suffix == ".onnx":
-        return OnnxBackend(path, provider=provider, threads=threads)
-    return load_backend(path)
 
 
 def benchmark_export(export_dir: str | Path, *, dataset: str | None = None, split: str = "test", runs: int = 100,
@@ -131,10 +124,10 @@ def benchmark_export(export_dir: str | Path, *, dataset: str | None = None, spli
     rows, per_class = [], {}
     with torch_threads(threads):
         for fmt, path in models.items():
-            backend = _load(path, provider, threads)
+            backend = FORMATS[fmt].load(path, Runtime(provider, threads))
             row, per_class[fmt] = _measure(fmt, path, backend, source, metadata, sample, runs, threads, split, machine)
             rows.append(row)
-            log_line(f"benchmark {FORMAT_LABELS[fmt]}: top-1 {100 * rows[-1].top1:.2f}%, batch 1 "
+            log_line(f"benchmark {FORMATS[fmt].label}: top-1 {100 * rows[-1].top1:.2f}%, batch 1 "
                      f"{rows[-1].batch1_p50_ms:.3f} ms")
     write_csv(layout.benchmark_csv, [asdict(row) for row in rows])
     write_json(layout.benchmark_json, {"dataset": config.dataset, "split": split, "rows": [asdict(row) for row in rows],
@@ -151,12 +144,12 @@ def _measure(fmt: str, path: Path, backend: Backend, source: BatchSource, metada
     """One format's row, and its top-1 per class (None for a class absent from the split)."""
     spec = metadata["input"]
     logits, labels = split_logits(backend, source, spec["mean"], spec["std"], len(metadata["classes"]),
-                                  description=f"scoring {FORMAT_LABELS[fmt]}")
+                                  description=f"scoring {FORMATS[fmt].label}")
     correct = topk_correct(logits, labels, 1)
     per_class = per_class_mean(correct, labels, metadata["classes"])
     p50, p90, throughput = time_backend(backend, sample, runs)
-    return BenchmarkRow(fmt, FORMAT_LABELS[fmt], path.name, path.stat().st_size / 1e6, backend.name,
-                        getattr(backend, "provider", "cpu"), threads, float(correct.mean()),
+    return BenchmarkRow(fmt, FORMATS[fmt].label, path.name, path.stat().st_size / 1e6, backend.name,
+                        backend.provider, threads, float(correct.mean()),
                         p50, p90, throughput, runs, split, int(len(labels)), machine), per_class
 
 

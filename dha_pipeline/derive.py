@@ -16,14 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from dha_pipeline.checkpoint import save_checkpoint
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import write_json
-from dha_pipeline.checkpoint import load_checkpoint, save_checkpoint
+from dha_pipeline.formats.torch_eager import child_network, read_child
 from dha_pipeline.search.result import SearchResult
 from dha_pipeline.spaces.registry import get_space
 
 EXACTNESS_TOLERANCE = 1e-5
-CHILD_KEYS = {"space", "network", "state_dict", "classes", "mean", "std", "channels", "image_size", "info"}
 
 
 @dataclass
@@ -86,12 +86,7 @@ def _max_logit_gap(trained: Callable[[torch.Tensor], torch.Tensor], child: nn.Mo
 
 
 def load_child(child_path: Path) -> Child:
-    """Read a derived child written by `derive_child`."""
-    state = load_checkpoint(child_path)
-    if not CHILD_KEYS <= set(state):
-        raise DhaError(f"'{child_path}' is not a derived child network of this dha version",
-                       "pass runs/<name>/derived/child.pt (written by `dha derive`)")
-    model = get_space(state["space"]).network_from_config(state["network"])
-    model.load_state_dict(state["state_dict"])
-    return Child(model.eval(), state["space"], state["classes"], state["mean"], state["std"], int(state["channels"]),
-                 int(state["image_size"]), state["info"])
+    """Read a derived child written by `derive_child` (the torch eager format's file)."""
+    state = read_child(child_path)
+    return Child(child_network(state), state["space"], state["classes"], state["mean"], state["std"],
+                 int(state["channels"]), int(state["image_size"]), state["info"])

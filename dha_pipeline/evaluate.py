@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from dha_pipeline.backends import Backend, load_backend
 from dha_pipeline.data.batches import BatchSource, first_images
 from dha_pipeline.data.cache import build_split
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import write_json
+from dha_pipeline.formats.base import Backend
+from dha_pipeline.formats.registry import load_backend
 from dha_pipeline.layout import ExportLayout
 from dha_pipeline.metrics import call_milliseconds, per_class_mean, topk_correct
 from dha_pipeline.preprocess import model_input
@@ -109,7 +110,7 @@ def evaluate_model(model_path: str | Path, source: BatchSource, *, dataset: str,
         "model": str(model_path), "top1": float(top1.mean()), "top5": float(top5.mean()),
         "num_samples": int(len(labels)), "dataset": dataset, "split": split,
         "class_names_match": classes == model_classes, "backend": backend.name,
-        "provider": getattr(backend, "provider", "cpu"),
+        "provider": backend.provider,
         "per_class_top1": per_class, "confusion_matrix": matrix.tolist(), "latency_ms": latency,
         "throughput_ips": LATENCY_BATCH / (latency["batch32_p50"] / 1000.0),
     }

@@ -9,13 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dha_pipeline.formats.registry import FORMATS, PRIMARY_ORDER, get_format
+
 MANIFEST = "manifest.json"
 """The cache's manifest, inside any cache directory."""
-MODEL_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2",
-                               "onnx_int8": "model.int8.onnx"}
-"""Export format -> its file name in the export directory (onnx_int8 is quantized from the onnx file)."""
-PRIMARY_ORDER = ("onnx", "torchscript", "pt2")
-"""Which file of an export is its primary model: the first of these that was exported."""
 SEARCH_LOGS = ("policy", "hparams", "arch")
 """Per-epoch CSV logs of the search, under search/."""
 
@@ -32,8 +29,11 @@ class ExportLayout:
     root: Path
 
     def model(self, fmt: str) -> Path:
-        """The model file of an export format."""
-        return self.root / MODEL_FILES[fmt]
+        """The model file of an export format (its record's file name)."""
+        record = get_format(fmt)
+        if not record.in_export:
+            raise KeyError(f"format '{fmt}' has no file in an export folder")
+        return self.root / record.file_name
 
     @property
     def metadata(self) -> Path:
@@ -52,7 +52,7 @@ class ExportLayout:
 
     def evaluation_of(self, model: Path) -> Path:
         """Where `dha evaluate MODEL` writes its report: evaluation.json for the export's primary model
-        (the first of PRIMARY_ORDER present), evaluation.<file>.json for any other."""
+        (the first of formats.registry.PRIMARY_ORDER present), evaluation.<file>.json for any other."""
         present = [fmt for fmt in PRIMARY_ORDER if self.model(fmt).exists()]
         if present and model == self.model(present[0]):
             return self.evaluation
@@ -64,7 +64,8 @@ class ExportLayout:
         return evaluation.with_suffix(".confusion.png")
 
     def primary_model(self, formats: list[str]) -> Path:
-        """The file `dha run` evaluates and prints next: the first of PRIMARY_ORDER among `formats`."""
+        """The file `dha run` evaluates and prints next: the first of formats.registry.PRIMARY_ORDER among
+        `formats`."""
         return self.model(next(fmt for fmt in PRIMARY_ORDER if fmt in formats))
 
     def evaluation_of_int8(self) -> Path:
@@ -182,8 +183,8 @@ class RunLayout:
 
     @property
     def child(self) -> Path:
-        """derived/child.pt: the plain child network and its weights."""
-        return self.root / "derived" / "child.pt"
+        """derived/child.pt: the plain child network and its weights (the torch eager format's file)."""
+        return self.root / "derived" / FORMATS["torch"].file_name
 
     @property
     def child_genotype(self) -> Path:

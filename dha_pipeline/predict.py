@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dha_pipeline.backends import OnnxBackend
 from dha_pipeline.data.images import IMAGE_SUFFIXES
 from dha_pipeline.errors import DhaError
+from dha_pipeline.formats.registry import FORMATS
 from dha_pipeline.preprocess import model_input, prepare_image, read_image
 
 GLOB_CHARACTERS = set("*?[")
@@ -84,9 +84,10 @@ def predict(model_path: str | Path, inputs: list[str | Path], top_k: int = 5, ba
     """Classify every image of `inputs` (files, folders, glob patterns) with an exported ONNX model,
     `batch_size` images per call; unreadable images are collected, not raised."""
     model_path = Path(model_path)
-    if model_path.suffix.lower() != ".onnx":
+    onnx = FORMATS["onnx"]
+    if model_path.suffix.lower() != onnx.suffix:  # fp32 or int8: both load alike
         raise DhaError(f"predict needs an ONNX model, got '{model_path}'", "pass exports/<name>/model.onnx")
-    backend = OnnxBackend(model_path)
+    backend = onnx.load(model_path)
     spec = backend.metadata["input"]
     classes = backend.metadata["classes"]
     crop = spec.get("crop", 1.0)

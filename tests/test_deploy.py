@@ -22,16 +22,18 @@ from sklearn.datasets import load_digits
 
 from cli.main import main
 from conftest import INT8_MAX_DROP
-from dha_pipeline.backends import OnnxBackend, Pt2Backend, load_backend
-from dha_pipeline.benchmark import FORMAT_LABELS, BenchmarkRow, enforce_min_top1
+from dha_pipeline.benchmark import BenchmarkRow, enforce_min_top1
 from dha_pipeline.data.batches import ArraySource, spread_images
 from dha_pipeline.derive import load_child
 from dha_pipeline.errors import CheckFailed, DhaError
 from dha_pipeline.evaluate import evaluate_file
 from dha_pipeline.export import exporter
 from dha_pipeline.export.int8 import Int8Check, enforce_int8_gate
-from dha_pipeline.export.metadata import METADATA_KEY, read_onnx_metadata
-from dha_pipeline.export.pt2_format import load_pt2
+from dha_pipeline.formats import registry
+from dha_pipeline.formats.metadata import METADATA_KEY
+from dha_pipeline.formats.onnx_runtime import OnnxBackend, onnx_providers, read_onnx_metadata
+from dha_pipeline.formats.pt2 import Pt2Backend, load_pt2
+from dha_pipeline.formats.registry import FORMATS, load_backend
 from dha_pipeline.predict import predict
 from dha_pipeline.preprocess import model_input
 from dha_pipeline.report.model_card import human_count, onnx_snippet
@@ -231,13 +233,13 @@ def test_pt2_parity_failure_fails_the_export(monkeypatch: pytest.MonkeyPatch, tm
                                              capsys: pytest.CaptureFixture[str]) -> None:
     import dataclasses
 
-    real = exporter.FORMATS["pt2"]
+    real = registry.FORMATS["pt2"]
 
-    def shifted(path: Path):
-        run = real.load(path)
+    def shifted(path: Path, runtime):
+        run = real.loader(path, runtime)
         return lambda batch: run(batch) + 1.0
 
-    monkeypatch.setitem(exporter.FORMATS, "pt2", dataclasses.replace(real, load=shifted))
+    monkeypatch.setitem(registry.FORMATS, "pt2", dataclasses.replace(real, loader=shifted))
     run, exports = copy_run(tiny_run, tmp_path)
     code = main(["export", str(run), "--force", "--format", "pt2", "--set", f"exports_dir={json.dumps(str(exports))}"])
     assert code == 1 and "pt2 export failed the parity gate" in capsys.readouterr().err
@@ -254,7 +256,9 @@ def read_benchmark(folder: Path) -> list[dict[str, str]]:
 
 def test_benchmark_measures_every_format(benchmarked: Path, int8_export: Path) -> None:
     rows = read_benchmark(benchmarked)
-    assert [row["format"] for row in rows] == list(FORMAT_LABELS)  # torch eager, TorchScript, .pt2, ONNX, int8
+    assert [row["format"] for row in rows] == list(FORMATS)  # torch eager, TorchScript, .pt2, ONNX, int8
+    assert [row["label"] for row in rows] == ["torch eager", "TorchScript", "PyTorch 2 (.pt2)", "ONNX fp32",
+                                              "ONNX int8"]
     assert set(rows[0]) == BENCHMARK_COLUMNS
     for row in rows:
         assert row["split"] == "test" and int(row["num_samples"]) == 360
@@ -284,7 +288,7 @@ def test_benchmark_fills_the_model_card(benchmarked: Path) -> None:
     assert "batch-1 latency, median (dha benchmark)" in card
     # not evaluated yet: the per-class table comes from the benchmark's scores of both ONNX models
     saved = json.loads((benchmarked / "benchmark.json").read_text())
-    assert saved["split"] == "test" and set(saved["per_class_top1"]) == set(FORMAT_LABELS)
+    assert saved["split"] == "test" and set(saved["per_class_top1"]) == set(FORMATS)
     assert "| class | fp32 (test) | int8 (test) |" in card
     onnx_row = next(row for row in saved["rows"] if row["format"] == "onnx")
     assert f"| top-1 on the test split | {100 * onnx_row['top1']:.1f} % |" in card
@@ -324,8 +328,6 @@ def test_benchmark_needs_an_export_folder(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_onnx_provider_choice() -> None:
-    from dha_pipeline.backends import onnx_providers
-
     assert onnx_providers("cpu") == ["CPUExecutionProvider"]
     assert onnx_providers()[-1] == "CPUExecutionProvider"
     with pytest.raises(DhaError, match="not installed"):
@@ -359,7 +361,7 @@ def test_model_card_snippet_runs_and_agrees_with_predict(int8_export: Path, tmp_
         printed = run_snippet(code + "\nprint(*logits.tolist())\n", folder)
         expected = predict(folder / "model.onnx", [folder / "image.png"], top_k=1).predictions[0]
         assert printed[0] == expected.top[0][0]
-        backend = OnnxBackend(folder / "model.onnx", prefer_cuda=False)
+        backend = OnnxBackend(folder / "model.onnx", provider="cpu")
         spec = backend.metadata["input"]
         from dha_pipeline.preprocess import prepare_image, read_image
 
@@ -382,7 +384,7 @@ def test_model_card_snippet_with_a_center_crop(int8_export: Path, tmp_path: Path
     code = onnx_snippet(meta)
     assert "image.crop(" in code
     printed = run_snippet(code + "\nprint(*logits.tolist())\n", tmp_path)
-    backend = OnnxBackend(tmp_path / "model.onnx", prefer_cuda=False)
+    backend = OnnxBackend(tmp_path / "model.onnx", provider="cpu")
     from dha_pipeline.preprocess import prepare_image
 
     grid = prepare_image(image, 8, 1, 0.75)

@@ -16,11 +16,14 @@ from PIL import Image
 
 from cli.main import main
 from conftest import make_imagefolder, make_npz
-from dha_pipeline.backends import BACKENDS, OnnxBackend, TorchBackend, TorchScriptBackend, load_backend
 from dha_pipeline.data import cache
 from dha_pipeline.data.cache import load_cache
 from dha_pipeline.errors import DhaError
 from dha_pipeline.evaluate import LATENCY_BATCH, LATENCY_WARMUP, data_config_for, evaluate_file, measure_latency
+from dha_pipeline.formats.onnx_runtime import OnnxBackend
+from dha_pipeline.formats.registry import FORMATS, load_backend
+from dha_pipeline.formats.torch_eager import TorchBackend
+from dha_pipeline.formats.torchscript import TorchScriptBackend
 from dha_pipeline.preprocess import model_input
 from dha_pipeline.recipe import DataConfig
 
@@ -295,7 +298,7 @@ def test_load_backend_by_suffix(models: dict[str, Path], tmp_path: Path) -> None
     upper = tmp_path / "MODEL.ONNX"
     shutil.copy2(models["onnx"], upper)
     assert isinstance(load_backend(upper), OnnxBackend)
-    assert set(BACKENDS) == {".onnx", ".ts", ".pt2", ".pt"}
+    assert {record.suffix for record in FORMATS.values()} == {".onnx", ".ts", ".pt2", ".pt"}
     with pytest.raises(DhaError, match="does not exist"):
         load_backend(tmp_path / "absent.onnx")
     with pytest.raises(DhaError, match="does not exist"):
@@ -322,7 +325,7 @@ def test_backends_compute_the_same_logits(models: dict[str, Path], run_dir: Path
 
 def test_backend_metadata(models: dict[str, Path], export_dir: Path) -> None:
     exported = json.loads((export_dir / "metadata.json").read_text())
-    onnx_meta = OnnxBackend(models["onnx"], prefer_cuda=False)
+    onnx_meta = OnnxBackend(models["onnx"], provider="cpu")
     assert onnx_meta.provider == "CPUExecutionProvider"
     assert {k: v for k, v in onnx_meta.metadata.items() if k != "onnx_exporter"} == exported
     assert TorchScriptBackend(models["ts"]).metadata == exported
@@ -331,6 +334,12 @@ def test_backend_metadata(models: dict[str, Path], export_dir: Path) -> None:
     for key in ("classes", "input", "genotype", "mode", "search_space", "hyperparameters", "recipe_sha256"):
         assert torch_meta[key] == exported[key], key
     assert exported["data"] == {**torch_meta["data"], "images": {"train": 1293, "val": 144, "test": 360}}
+    # each record's metadata reader reads what its loader carries; the child's name is its own, not its path's
+    for kind, fmt in (("onnx", "onnx"), ("ts", "torchscript"), ("pt", "torch")):
+        assert FORMATS[fmt].read_metadata(models[kind]) == load_backend(models[kind]).metadata, fmt
+    elsewhere = models["pt"].parent.parent.parent / "other.pt"
+    shutil.copy2(models["pt"], elsewhere)
+    assert FORMATS["torch"].read_metadata(elsewhere)["name"] == "tiny"
 
 
 # --------------------------------------------------------------------------- helpers of evaluate

@@ -22,19 +22,20 @@ from dha_pipeline.data.batches import ArraySource
 from dha_pipeline.data.cache import PreparedData, load_cache
 from dha_pipeline.derive import EXACTNESS_TOLERANCE, Child, derive_child, load_child
 from dha_pipeline.errors import CheckFailed, DhaError
-from dha_pipeline.export import exporter
-from dha_pipeline.export.exporter import FORMATS, build_metadata, check_formats, export_child, parity_images
-from dha_pipeline.export.metadata import (METADATA_KEY, ARCHIVE_METADATA_FILE, input_spec, package_versions,
-                                          read_onnx_metadata)
+from dha_pipeline.export.exporter import build_metadata, check_formats, export_child, parity_images
 from dha_pipeline.export.parity import Parity, compare_logits
-from dha_pipeline.export.torchscript_format import load_torchscript
+from dha_pipeline.formats import registry
+from dha_pipeline.formats.metadata import METADATA_KEY, ARCHIVE_METADATA_FILE, input_spec, package_versions
+from dha_pipeline.formats.onnx_runtime import read_onnx_metadata
+from dha_pipeline.formats.torchscript import load_torchscript
 from dha_pipeline.preprocess import model_input
-from dha_pipeline.layout import MODEL_FILES, ExportLayout, RunLayout
+from dha_pipeline.layout import ExportLayout, RunLayout
 from dha_pipeline.recipe import ExportConfig
 from dha_pipeline.search.result import SearchResult
 from dha_pipeline.spaces.darts.network import DartsNetwork, NetworkConfig
+from dha_pipeline.spaces.registry import get_space
 
-DESIGN_KEYS = {"name", "classes", "input", "search_space", "genotype", "components", "mode", "da_policy",
+DESIGN_KEYS = {"name", "classes", "input", "search_space", "genotype", "network", "components", "mode", "da_policy",
                "hyperparameters", "params", "macs", "recipe_sha256", "parity", "versions"}
 DIGIT_CLASSES = [str(i) for i in range(10)]
 
@@ -80,13 +81,13 @@ def torch_logits(model: torch.nn.Module, inputs: np.ndarray) -> np.ndarray:
 
 def perturb_onnx_parity(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the ONNX backend used by the parity gate return logits shifted by 1.0."""
-    real = exporter.FORMATS["onnx"]
+    real = registry.FORMATS["onnx"]
 
-    def load(path: Path):
-        run = real.load(path)
+    def load(path: Path, runtime):
+        run = real.loader(path, runtime)
         return lambda batch: run(batch) + 1.0
 
-    monkeypatch.setitem(exporter.FORMATS, "onnx", dataclasses.replace(real, load=load))
+    monkeypatch.setitem(registry.FORMATS, "onnx", dataclasses.replace(real, loader=load))
 
 
 def copy_run(run_dir: Path, tmp_path: Path) -> Path:
@@ -164,6 +165,10 @@ def test_metadata_has_every_design_key(metadata: dict, child: Child) -> None:
     assert metadata["mode"] == "manual"
     assert metadata["genotype"] == child.model.config.genotype.to_dict() == child.info["genotype"]
     assert set(metadata["genotype"]) >= {"normal", "reduce"}
+    # the space's description rows, for the model card (which imports no space)
+    space = get_space("darts")
+    assert metadata["network"] == space.describe(space.genotype_from_dict(metadata["genotype"]))
+    assert set(metadata["network"]) == {"normal cell", "reduce cell"}
     assert metadata["components"] == [] and metadata["da_policy"] is None
     hyper = metadata["hyperparameters"]
     # eta as set (manual mode: fixed), not the cosine-scheduled lr of the last step (near 0 after 2 epochs)
@@ -260,9 +265,7 @@ def test_check_formats() -> None:
         check_formats(["onnx", "tflite"])
     with pytest.raises(DhaError, match="no export format"):
         check_formats([])
-    assert set(FORMATS) | {"onnx_int8"} == set(MODEL_FILES)
-    assert MODEL_FILES == {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2",
-                           "onnx_int8": "model.int8.onnx"}
+    assert check_formats(["pt2", "onnx", "torchscript"]) == ["pt2", "onnx", "torchscript"]
     with pytest.raises(DhaError, match="unknown export format 'onnx_int8'"):  # int8 comes from --int8 only
         check_formats(["onnx_int8"])
 
@@ -495,3 +498,5 @@ def test_model_card_reports_eta_with_its_schedule(export_dir: Path) -> None:
     assert "- eta (fixed by the recipe): base learning rate 0.05, weight decay 0.0003\n" in card
     assert "- schedule: cosine to 0 over 2 epochs, SGD momentum 0.9\n" in card
     assert "## Accuracy per class" in card and "| class | fp32 (test) |" in card
+    metadata = json.loads((export_dir / "metadata.json").read_text())
+    assert f"- normal cell: {metadata['network']['normal cell']}\n" in card

@@ -16,8 +16,8 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from cli.main import main
-from dha_pipeline.backends import OnnxBackend
 from dha_pipeline.errors import DhaError
+from dha_pipeline.formats.onnx_runtime import OnnxBackend
 from dha_pipeline.predict import Prediction, expand_inputs, predict, read_image, softmax
 from dha_pipeline.preprocess import model_input, prepare_image
 
@@ -64,7 +64,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def expected_probabilities(model: Path, raw: np.ndarray) -> np.ndarray:
     """What the model gives for one raw uint8 image, through the shared preprocessing."""
-    backend = OnnxBackend(model, prefer_cuda=False)
+    backend = OnnxBackend(model, provider="cpu")
     spec = backend.metadata["input"]
     grid = prepare_image(raw, spec["size"], spec["channels"])[None]
     return softmax(backend(model_input(grid, spec["mean"], spec["std"])))[0]

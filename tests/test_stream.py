@@ -18,7 +18,7 @@ from conftest import make_imagefolder
 from dha_pipeline.data.cache import FILES, MEMORY, build_dataset, load_cache, read_manifest, save_cache
 from dha_pipeline.data.stream import FileIndex, TrainStream, worker_batches, worker_context
 from dha_pipeline.errors import DhaError
-from dha_pipeline.export.metadata import read_onnx_metadata
+from dha_pipeline.formats.onnx_runtime import read_onnx_metadata
 from dha_pipeline.layout import RunLayout
 from dha_pipeline.recipe import recipe_from_dict, recipe_to_toml
 from dha_pipeline import stages

@@ -7,9 +7,6 @@ leaves no file behind.
 
 from __future__ import annotations
 
-import json
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,18 +14,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from dha_pipeline.backends import OnnxBackend, Pt2Backend, TorchScriptBackend
 from dha_pipeline.data.batches import BatchSource, first_images
 from dha_pipeline.derive import Child
 from dha_pipeline.errors import CheckFailed, DhaError
-from dha_pipeline.export.int8 import check_int8, enforce_int8_gate, quantize_onnx
-from dha_pipeline.export.metadata import ARCHIVE_METADATA_FILE, METADATA_KEY, input_spec, package_versions
-from dha_pipeline.export.onnx_format import export_onnx
+from dha_pipeline.export.int8 import check_int8, enforce_int8_gate
 from dha_pipeline.export.parity import Parity, compare_logits
-from dha_pipeline.export.pt2_format import export_pt2, save_pt2
-from dha_pipeline.export.torchscript_format import export_torchscript
 from dha_pipeline.fileio import staged_directory, write_json
-from dha_pipeline.layout import MODEL_FILES, ExportLayout
+from dha_pipeline.formats.base import CPU
+from dha_pipeline.formats.metadata import input_spec, package_versions
+from dha_pipeline.formats.onnx_int8 import ONNX_INT8, quantize_onnx
+from dha_pipeline.formats.registry import FORMATS, WRITABLE, get_format
+from dha_pipeline.layout import ExportLayout
 from dha_pipeline.preprocess import model_input
 from dha_pipeline.progress import progress_bar
 from dha_pipeline.recipe import ExportConfig
@@ -36,58 +32,17 @@ from dha_pipeline.report.model_card import write_model_card
 from dha_pipeline.spaces.cost import count_macs, count_params
 from dha_pipeline.spaces.registry import get_space
 
-
-@dataclass(frozen=True)
-class ExportFormat:
-    """One deployable format (its file name is `MODEL_FILES[name]`): writer, metadata embedder (given what
-    the writer returned), loader."""
-
-    write: Callable[[torch.nn.Module, torch.Tensor, Path, ExportConfig, dict[str, Any]], Any]
-    embed: Callable[[Path, dict[str, Any], Any], None]
-    load: Callable[[Path], Callable[[np.ndarray], np.ndarray]]
-
-
-def _embed_onnx(path: Path, metadata: dict[str, Any], _: Any = None) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    for entry in proto.metadata_props:
-        if entry.key == METADATA_KEY:
-            entry.value = json.dumps({**json.loads(entry.value), **metadata})
-    onnx.save(proto, str(path))
-
-
-def _embed_torchscript(path: Path, metadata: dict[str, Any], _: Any = None) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        module = torch.jit.load(str(path), map_location="cpu")
-        torch.jit.save(module, str(path), _extra_files={ARCHIVE_METADATA_FILE: json.dumps(metadata)})
-
-
-def _embed_pt2(path: Path, metadata: dict[str, Any], program: torch.export.ExportedProgram) -> None:
-    save_pt2(program, path, metadata)  # the program export_pt2 returned: no second load
-
-
-FORMATS: dict[str, ExportFormat] = {
-    "onnx": ExportFormat(lambda m, x, p, cfg, meta: export_onnx(m, x, p, cfg.opset, meta),
-                         _embed_onnx, lambda p: OnnxBackend(p, prefer_cuda=False)),
-    "torchscript": ExportFormat(lambda m, x, p, cfg, meta: export_torchscript(m, x, p, meta),
-                                _embed_torchscript, TorchScriptBackend),
-    "pt2": ExportFormat(lambda m, x, p, cfg, meta: export_pt2(m, x, p, meta), _embed_pt2, Pt2Backend),
-}
-"""The formats written from the torch model, each held to the parity gate."""
-INT8 = "onnx_int8"
-"""The int8 model, quantized from the ONNX file and held to the accuracy gate instead."""
-assert set(FORMATS) | {INT8} == set(MODEL_FILES), "every export format needs a file name in the layout"
+INT8 = ONNX_INT8.name
+"""The int8 model, quantized from the ONNX file and held to the accuracy gate instead of the parity gate."""
 
 
 def check_formats(formats: list[str]) -> list[str]:
-    """The requested formats, or one error naming the unknown one."""
+    """The requested formats (those written from the torch model), or one error naming the unknown one."""
     if not formats:
-        raise DhaError("no export format given", "use --format " + ",".join(FORMATS))
+        raise DhaError("no export format given", "use --format " + ",".join(WRITABLE))
     for name in formats:
-        if name not in FORMATS:
-            raise DhaError(f"unknown export format '{name}'", "use one or more of: " + ", ".join(FORMATS))
+        if name not in WRITABLE:
+            raise DhaError(f"unknown export format '{name}'", "use one or more of: " + ", ".join(WRITABLE))
     return list(dict.fromkeys(formats))
 
 
@@ -119,8 +74,10 @@ class ExportResult:
 def build_metadata(child: Child, name: str, images: dict[str, int] | None = None,
                    child_file: Path | None = None) -> dict[str, Any]:
     """The metadata contract of a child network (docs/ARCHITECTURE.md; parity is added after the gate);
-    `images` counts the images of each prepared split, `child_file` is the derived child it came from."""
+    `images` counts the images of each prepared split, `child_file` is the derived child it came from.
+    `network` holds the space's description rows of the genotype, so the model card needs no space."""
     info = child.info
+    space = get_space(info["search_space"])
     return {
         "name": name,
         "classes": child.classes,
@@ -128,6 +85,7 @@ def build_metadata(child: Child, name: str, images: dict[str, int] | None = None
                             float(info["data"].get("eval_crop", 1.0))),
         "search_space": info["search_space"],
         "genotype": info["genotype"],
+        "network": space.describe(space.genotype_from_dict(info["genotype"])),
         "components": info["components"],
         "mode": info["mode"],
         "da_policy": info["da_policy"],
@@ -149,7 +107,7 @@ def _write_int8(staged: ExportLayout, child: Child, int8: Int8Inputs, config: Ex
     check = check_int8(staged.model("onnx"), staged.model(INT8), int8.val, child.mean, child.std,
                        len(child.classes), len(int8.calibration))
     enforce_int8_gate(check, config.int8_max_drop)
-    parity = compare_logits(reference, OnnxBackend(staged.model(INT8), prefer_cuda=False)(inputs))
+    parity = compare_logits(reference, ONNX_INT8.load(staged.model(INT8), CPU)(inputs))
     return {**check.to_dict(), "max_drop_points": config.int8_max_drop, "parity": parity.to_dict()}
 
 
@@ -176,11 +134,12 @@ def export_child(child: Child, name: str, images: np.ndarray, images_source: str
         staged = ExportLayout(stage)
         task = progress.add_task("exporting", total=len(written))
         for fmt_name in formats:
-            fmt = FORMATS[fmt_name]
+            record = get_format(fmt_name)
+            assert record.writer is not None  # check_formats admits only the formats written from the model
             path = staged.model(fmt_name)
             progress.update(task, description=f"exporting {fmt_name}")
-            returned[fmt_name] = fmt.write(model, torch.from_numpy(inputs[:2]), path, config, metadata)
-            parity[fmt_name] = compare_logits(reference, fmt.load(path)(inputs))
+            returned[fmt_name] = record.writer(model, torch.from_numpy(inputs[:2]), path, metadata, config)
+            parity[fmt_name] = compare_logits(reference, record.load(path, CPU)(inputs))
             progress.advance(task)
             if not parity[fmt_name].passes(config.parity_max_abs_diff, config.parity_min_top1_agreement):
                 result = parity[fmt_name]
@@ -199,10 +158,13 @@ def export_child(child: Child, name: str, images: np.ndarray, images_source: str
             "num_samples": len(inputs), "images": images_source,
             "by_format": {k: v.to_dict() for k, v in parity.items()}}
         for fmt_name in written:
-            FORMATS.get(fmt_name, FORMATS["onnx"]).embed(staged.model(fmt_name), metadata, returned.get(fmt_name))
+            embed = get_format(fmt_name).embed
+            assert embed is not None  # every format export writes carries its metadata
+            embed(staged.model(fmt_name), metadata, returned.get(fmt_name))
         write_json(staged.metadata, metadata)
         get_space(metadata["search_space"]).plot(metadata["genotype"], staged.network_png)
         write_model_card(staged)
-    for stale in [*(layout.model(f) for f in MODEL_FILES if f not in written), *layout.reports()]:
+    exported = [name for name, record in FORMATS.items() if record.in_export]
+    for stale in [*(layout.model(f) for f in exported if f not in written), *layout.reports()]:
         stale.unlink(missing_ok=True)  # files and reports of the model this export replaced
     return ExportResult({f: layout.model(f) for f in written}, parity, metadata)

@@ -13,11 +13,14 @@ from typing import Any
 
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import write_text
-from dha_pipeline.layout import MODEL_FILES, PRIMARY_ORDER, ExportLayout
+from dha_pipeline.formats.registry import FORMATS, PRIMARY_ORDER
+from dha_pipeline.layout import ExportLayout
 
 TOP_POLICY_PAIRS = 5
 SNIPPET_IMAGE = "image.png"
 """The image path the card's onnxruntime snippet opens."""
+ONNX_FILE = FORMATS["onnx"].file_name
+INT8_FILE = FORMATS["onnx_int8"].file_name
 
 
 def human_count(value: float) -> str:
@@ -37,7 +40,7 @@ def _number(value: float) -> str:
     return f"{value:.3g}"
 
 
-def onnx_snippet(metadata: dict[str, Any], model_file: str = MODEL_FILES["onnx"], image: str = SNIPPET_IMAGE) -> str:
+def onnx_snippet(metadata: dict[str, Any], model_file: str = ONNX_FILE, image: str = SNIPPET_IMAGE) -> str:
     """Ten-odd lines of plain onnxruntime + numpy + Pillow that classify `image` as `dha predict` does
     (the model's own resize or center crop, scaling and normalization)."""
     spec = metadata["input"]
@@ -84,7 +87,7 @@ def _at_a_glance(metadata: dict[str, Any], evaluations: dict[str, dict[str, Any]
     int8 = metadata.get("int8")
     columns = ["fp32"] + (["int8"] if int8 else [])
     fp32_eval, int8_eval = evaluations.get("fp32"), evaluations.get("int8")
-    rows = [["file", f"`{MODEL_FILES[_primary(metadata)]}`", f"`{MODEL_FILES['onnx_int8']}`"]]
+    rows = [["file", f"`{FORMATS[_primary(metadata)].file_name}`", f"`{INT8_FILE}`"]]
     if fp32_eval or int8_eval:
         split = (fp32_eval or int8_eval or {}).get("split", "test")
         rows.append([f"top-1 on the {split} split",
@@ -113,10 +116,10 @@ def _how_to_call(metadata: dict[str, Any]) -> list[str]:
     if "onnx" not in metadata["parity"]["by_format"]:
         return ["", "## How to call it", "", "Export the ONNX format (`dha export RUN --format onnx`) to call it with "
                 "`dha predict` or plain onnxruntime; the files here load with torch."]
-    int8 = f", on `{MODEL_FILES['onnx']}` or `{MODEL_FILES['onnx_int8']}`" if metadata.get("int8") else ""
+    int8 = f", on `{ONNX_FILE}` or `{INT8_FILE}`" if metadata.get("int8") else ""
     return ["", "## How to call it", "",
             f"With dha (onnxruntime, numpy and Pillow only; files, folders and glob patterns){int8}:", "",
-            "```bash", f"dha predict exports/{name}/{MODEL_FILES['onnx']} photos/ 'more/*.jpg' --top-k 3 --json",
+            "```bash", f"dha predict exports/{name}/{ONNX_FILE} photos/ 'more/*.jpg' --top-k 3 --json",
             "```", "", "With plain onnxruntime, numpy and Pillow, from this folder:", "",
             "```python", onnx_snippet(metadata), "```"]
 
@@ -135,16 +138,12 @@ def _input(metadata: dict[str, Any]) -> list[str]:
 
 
 def _network(metadata: dict[str, Any], picture: bool) -> list[str]:
-    from dha_pipeline.spaces.registry import get_space
-
-    space = get_space(metadata["search_space"])
-    described = space.describe(space.genotype_from_dict(metadata["genotype"]))
     lines = ["", "## Network", ""]
     if picture:
         lines += ["![the chosen network](network.png)", ""]
     lines += [f"- search space `{metadata['search_space']}`; {human_count(metadata['params'])} parameters, "
               f"{human_count(metadata['macs'])} multiply-adds"]
-    lines += [f"- {key}: {value}" for key, value in described.items()]
+    lines += [f"- {key}: {value}" for key, value in metadata.get("network", {}).items()]  # the space's rows
     return lines
 
 
@@ -181,7 +180,7 @@ def _per_class(metadata: dict[str, Any], evaluations: dict[str, dict[str, Any] |
     present = {name: report for name, report in evaluations.items() if report}
     if not present:
         return ["", "## Accuracy per class", "", "Not evaluated yet: `dha evaluate exports/"
-                f"{metadata['name']}/{MODEL_FILES['onnx']}` fills this in."]
+                f"{metadata['name']}/{ONNX_FILE}` fills this in."]
     lines = ["", "## Accuracy per class", "", "Top-1 per class, on the split named in each column.", "",
              "| class | " + " | ".join(f"{name} ({report['split']})" for name, report in present.items()) + " |",
              "|---|" + "---|" * len(present)]
@@ -220,10 +219,11 @@ def _parity(metadata: dict[str, Any]) -> list[str]:
              f"Each file against the torch model on {parity['num_samples']} real images ({parity['images']}):", "",
              "| file | max logit difference | top-1 agreement |", "|---|---|---|"]
     for fmt, result in parity["by_format"].items():
-        lines.append(f"| `{MODEL_FILES[fmt]}` | {result['max_abs_diff']:.1e} | {percent(result['top1_agreement'])} |")
+        lines.append(f"| `{FORMATS[fmt].file_name}` | {result['max_abs_diff']:.1e} | "
+                     f"{percent(result['top1_agreement'])} |")
     int8 = metadata.get("int8")
     if int8:
-        lines.append(f"| `{MODEL_FILES['onnx_int8']}` | {int8['parity']['max_abs_diff']:.1e} | "
+        lines.append(f"| `{INT8_FILE}` | {int8['parity']['max_abs_diff']:.1e} | "
                      f"{percent(int8['parity']['top1_agreement'])} |")
         lines += ["", f"int8: {int8['format']}, weights {int8['weights']}, activations {int8['activations']}, "
                       f"calibrated ({int8['calibration']}) on {int8['calibration_images']} training images; it agrees "

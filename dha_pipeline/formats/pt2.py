@@ -8,13 +8,15 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from dha_pipeline.errors import DhaError
-from dha_pipeline.export.metadata import ARCHIVE_METADATA_FILE, parse_metadata
+from dha_pipeline.formats.base import ModelFormat, Runtime, TorchModuleBackend, WriteSettings
+from dha_pipeline.formats.metadata import ARCHIVE_METADATA_FILE, parse_metadata
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @contextmanager
@@ -31,26 +33,34 @@ def _quiet_torch_export() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def export_pt2(model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, Any]
-               ) -> torch.export.ExportedProgram:
-    """Export `model` (eval mode) with `torch.export.export`, the batch axis dynamic, and save it with
-    `metadata.json` embedded; returns the program."""
+def export_pt2(model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, Any],
+               _: WriteSettings | None = None) -> torch.export.ExportedProgram:
+    """The writer: export `model` (eval mode) with `torch.export.export`, the batch axis dynamic, and save it
+    with `metadata.json` embedded (no setting applies); returns the program, which `save_pt2` saves again
+    with the final metadata (no second load)."""
+    import torch
+
     model.eval()
     example = example if example.shape[0] >= 2 else example.repeat(2, 1, 1, 1)  # batch 1 would be specialized
     with _quiet_torch_export(), torch.no_grad():
         program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
-    save_pt2(program, path, metadata)
+    save_pt2(path, metadata, program)
     return program
 
 
-def save_pt2(program: torch.export.ExportedProgram, path: Path, metadata: dict[str, Any]) -> None:
-    """Write an exported program with `metadata` as its metadata.json."""
+def save_pt2(path: Path, metadata: dict[str, Any], program: torch.export.ExportedProgram) -> None:
+    """Write an exported program with `metadata` as its metadata.json (the embedder, given what `export_pt2`
+    returned)."""
+    import torch
+
     with _quiet_torch_export():
         torch.export.save(program, str(path), extra_files={ARCHIVE_METADATA_FILE: json.dumps(metadata)})
 
 
 def load_pt2_program(path: Path) -> tuple[torch.export.ExportedProgram, dict[str, Any]]:
     """The exported program in a .pt2 file and its embedded metadata, or one error line."""
+    import torch
+
     extra = {ARCHIVE_METADATA_FILE: ""}
     try:
         with _quiet_torch_export():
@@ -67,3 +77,26 @@ def load_pt2(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """A callable module from a .pt2 file (`torch.export.load(...).module()`) and its metadata."""
     program, metadata = load_pt2_program(path)
     return program.module(), metadata
+
+
+class Pt2Backend(TorchModuleBackend):
+    """A PyTorch 2 program (`torch.export.load(...).module()`) on the CPU."""
+
+    name = "torch.export"
+
+    def __init__(self, path: str | Path) -> None:
+        self.module, self.metadata = load_pt2(Path(path))
+
+
+def load_pt2_backend(path: Path, _: Runtime) -> Pt2Backend:
+    """The loader (torch on the CPU: the runtime does not apply)."""
+    return Pt2Backend(path)
+
+
+def read_pt2_metadata(path: Path) -> dict[str, Any]:
+    """The metadata embedded in a .pt2 file."""
+    return load_pt2_program(path)[1]
+
+
+PT2 = ModelFormat(name="pt2", suffix=".pt2", file_name="model.pt2", label="PyTorch 2 (.pt2)", in_export=True,
+                  writer=export_pt2, embed=save_pt2, loader=load_pt2_backend, read_metadata=read_pt2_metadata)
