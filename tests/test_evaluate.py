@@ -312,7 +312,7 @@ def test_load_backend_by_suffix(models: dict[str, Path], tmp_path: Path) -> None
 def test_backends_compute_the_same_logits(models: dict[str, Path], run_dir: Path) -> None:
     backends = {kind: load_backend(path) for kind, path in models.items()}
     meta = backends["onnx"].metadata
-    images = load_cache(run_dir / "cache").x["test"][:7]
+    images = load_cache(run_dir / "cache").sources["test"].images[:7]
     batch = model_input(images, meta["input"]["mean"], meta["input"]["std"])
     logits = {kind: backend(batch) for kind, backend in backends.items()}
     for kind, out in logits.items():

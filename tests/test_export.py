@@ -65,13 +65,13 @@ def data(layout: RunLayout) -> PreparedData:
 
 def parity_set(data: PreparedData, count: int = 256) -> tuple[np.ndarray, str]:
     """The parity images export takes from the prepared splits."""
-    return parity_images(data.source("val"), data.source("train"), count)
+    return parity_images(data.sources["val"], data.sources["train"], count)
 
 
 @pytest.fixture(scope="module")
 def sample_inputs(data: PreparedData, child: Child) -> np.ndarray:
     """Five real validation images as float32 NCHW model input."""
-    return model_input(data.x["val"][:5], child.mean, child.std)
+    return model_input(data.sources["val"].images[:5], child.mean, child.std)
 
 
 def torch_logits(model: torch.nn.Module, inputs: np.ndarray) -> np.ndarray:
@@ -426,7 +426,7 @@ def _trained_network(result: Path) -> DartsNetwork:
 
 def test_child_logits_equal_trained_network(layout: RunLayout, child: Child, data: PreparedData) -> None:
     trained = _trained_network(layout.result)
-    inputs = model_input(data.x["val"][:64], child.mean, child.std)
+    inputs = model_input(data.sources["val"].images[:64], child.mean, child.std)
     np.testing.assert_allclose(torch_logits(child.model, inputs), torch_logits(trained, inputs),
                                atol=EXACTNESS_TOLERANCE, rtol=0)
 
@@ -473,7 +473,7 @@ def test_derive_strips_auxiliary_head_and_drop_path(tmp_path: Path, layout: RunL
     assert derived.model.config.auxiliary is False and derived.model.config.drop_path == 0.0
     assert derived.model.auxiliary_head is None
     assert not any(k.startswith("auxiliary_head.") for k in derived.model.state_dict())
-    inputs = model_input(data.x["val"][:16], result.mean, result.std)
+    inputs = model_input(data.sources["val"].images[:16], result.mean, result.std)
     np.testing.assert_allclose(torch_logits(derived.model, inputs), torch_logits(trained.eval(), inputs),
                                atol=EXACTNESS_TOLERANCE, rtol=0)
 

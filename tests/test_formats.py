@@ -95,4 +95,4 @@ def test_load_backend_errors(tmp_path: Path) -> None:
     other.write_text("x")
     with pytest.raises(DhaError, match=r"has an unknown type '\.tflite'") as error:
         load_backend(other)
-    assert str(error.value).endswith("; pass a .onnx, .ts (TorchScript), .pt2 (PyTorch 2) or .pt (derived child) file")
+    assert str(error.value).endswith("; pass a .pt, .ts, .pt2 or .onnx file (written by dha export or dha derive)")

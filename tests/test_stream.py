@@ -18,6 +18,7 @@ from conftest import make_imagefolder
 from dha_pipeline.data.cache import FILES, MEMORY, build_dataset, load_cache, read_manifest, save_cache
 from dha_pipeline.data.stream import FileIndex, TrainStream, worker_batches, worker_context
 from dha_pipeline.errors import DhaError
+from dha_pipeline.formats.registry import get_format
 from dha_pipeline.formats.onnx_runtime import read_onnx_metadata
 from dha_pipeline.layout import RunLayout
 from dha_pipeline.recipe import recipe_from_dict, recipe_to_toml
@@ -191,6 +192,7 @@ def test_a_whole_streamed_run_skips_a_bad_file_and_exports_its_eval_crop(tmp_pat
     assert "unreadable training image(s) were skipped" in capsys.readouterr().err
     meta = read_onnx_metadata(tmp_path / "exports" / "stream" / "model.onnx")
     assert meta["input"]["crop"] == 0.875
+    assert get_format("torch").read_metadata(layout.child)["input"] == meta["input"], "the child views images alike"
     evaluation = json.loads((tmp_path / "exports" / "stream" / "evaluation.json").read_text())
     assert evaluation["num_samples"] == 3 * PER_CLASS
 

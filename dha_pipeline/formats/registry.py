@@ -45,8 +45,10 @@ def format_of(path: str | Path) -> ModelFormat:
     suffix = path.suffix.lower()
     record = next((record for record in FORMATS.values() if record.suffix == suffix), None)
     if record is None:
+        suffixes = list(dict.fromkeys(record.suffix for record in FORMATS.values()))
+        kinds = f"{', '.join(suffixes[:-1])} or {suffixes[-1]}"
         raise DhaError(f"model file '{path}' has an unknown type '{path.suffix}'",
-                       "pass a .onnx, .ts (TorchScript), .pt2 (PyTorch 2) or .pt (derived child) file")
+                       f"pass a {kinds} file (written by dha export or dha derive)")
     return record
 
 

@@ -42,9 +42,11 @@ def child_network(state: dict[str, Any]) -> nn.Module:
 
 
 def child_metadata(state: dict[str, Any]) -> dict[str, Any]:
-    """The child's metadata: classes, input spec and the child's own facts (`info`, which names the run)."""
+    """The child's metadata: classes, input spec (the center crop evaluation takes, as prepare recorded it) and
+    the child's own facts (`info`, which names the run)."""
+    crop = float(state["info"]["data"].get("eval_crop", 1.0))
     return {"classes": state["classes"],
-            "input": input_spec(int(state["image_size"]), int(state["channels"]), state["mean"], state["std"]),
+            "input": input_spec(int(state["image_size"]), int(state["channels"]), state["mean"], state["std"], crop),
             **state["info"]}
 
 
