@@ -16,6 +16,7 @@ import typer
 
 from cli.render import error_line, next_commands, print_table, silence, summary_table, warning_line
 from dha_pipeline.errors import USER_ERROR_EXIT_CODE, DhaError
+from dha_pipeline.recipe import Split
 
 
 app = typer.Typer(name="dha", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -35,8 +36,13 @@ def _recipe(target: Path, overrides: list[str] | None, extra: list[str] | None =
 
 
 def _show(report) -> None:  # type: ignore[no-untyped-def]
+    """A stage's warnings, then its summary table."""
+    from cli.summaries import STAGE_ROWS
+
+    for warning in report.warnings:
+        warning_line(warning)
     title = f"dha {report.stage}" + (" (skipped: inputs and recipe unchanged)" if report.skipped else "")
-    summary_table(title, report.summary)
+    summary_table(title, STAGE_ROWS[report.stage](report.data))
 
 
 def _next_after_export(recipe) -> None:  # type: ignore[no-untyped-def]
@@ -128,21 +134,21 @@ def evaluate(model: Annotated[Path, typer.Argument(help="model.onnx, model.ts or
                                                    show_default=False)],
              data: Annotated[str | None, typer.Option("--data", help="dataset spec (default: the model's own)",
                                                       show_default=False)] = None,
-             split: Annotated[str, typer.Option("--split", help="train, val or test")] = "test",
+             split: Annotated[Split, typer.Option("--split", help="the split to score")] = "test",
              batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 256,
              latency_runs: Annotated[int, typer.Option("--latency-runs", min=1)] = 30,
              out: Annotated[Path | None, typer.Option("--out", help="evaluation JSON path", show_default=False)] = None,
              download: Annotated[bool, typer.Option("--download", help="allow torchvision to download")] = False
              ) -> None:
     """Accuracy, per-class accuracy, confusion matrix and latency of a model file on held-out data."""
+    from cli.summaries import evaluation_rows
     from dha_pipeline.evaluate import evaluate_file
-    from dha_pipeline.stages import evaluation_summary
 
-    if split not in ("train", "val", "test"):
-        raise DhaError(f"--split '{split}' is not a split", "use train, val or test")
     result = evaluate_file(model, dataset=data, split=split, batch_size=batch_size, latency_runs=latency_runs,
                            out=out, download=download)
-    summary_table("dha evaluate", {**evaluation_summary(result.report, result.json_path),
+    for warning in result.warnings:
+        warning_line(warning)
+    summary_table("dha evaluate", {**evaluation_rows(result.report, result.json_path),
                                    "confusion matrix": str(result.confusion_png)})
     next_commands(f"dha predict {model} IMAGE...")
 
@@ -191,7 +197,7 @@ def predict(model: Annotated[Path, typer.Argument(help="an exported model.onnx",
 def benchmark(export_dir: Annotated[Path, typer.Argument(help="an export folder, exports/<name>/", show_default=False)],
               data: Annotated[str | None, typer.Option("--data", help="dataset spec (default: the model's own)",
                                                        show_default=False)] = None,
-              split: Annotated[str, typer.Option("--split", help="train, val or test")] = "test",
+              split: Annotated[Split, typer.Option("--split", help="the split to score")] = "test",
               runs: Annotated[int, typer.Option("--runs", min=1, help="timed batch-1 calls per format (>= 50)")] = 100,
               threads: Annotated[int | None, typer.Option("--threads", min=1, show_default=False,
                                                           help="threads for torch and onnxruntime alike "
@@ -211,8 +217,6 @@ def benchmark(export_dir: Annotated[Path, typer.Argument(help="an export folder,
     from dha_pipeline.benchmark import benchmark_export, enforce_min_top1
     from dha_pipeline.layout import ExportLayout
 
-    if split not in ("train", "val", "test"):
-        raise DhaError(f"--split '{split}' is not a split", "use train, val or test")
     rows = benchmark_export(export_dir, dataset=data, split=split, runs=runs, threads=threads, provider=provider,
                             download=download)
     first = rows[0]
@@ -245,7 +249,7 @@ def profile_latency(recipe: RecipeArg, set_: SetOpt = None) -> None:
 
 
 @app.command(epilog="Example: dha run recipes/digits_quickstart.toml --set train.epochs=5")
-def run(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
+def run(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
         resume: Annotated[bool, typer.Option("--resume", help="continue training from the last checkpoint")] = False,
         skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip unreadable images, with a report")] = False,
         download: Annotated[bool, typer.Option("--download", help="allow torchvision to download")] = False,
@@ -271,30 +275,27 @@ def run(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
     if nproc > 1 or nnodes != "1":
         if smoke:
             raise DhaError("--smoke runs on one process", "drop --nproc/--nnodes, or drop --smoke")
-        from dha_pipeline.launch import Launch, run_processes
+        from dha_pipeline.launch import Launch, forwarded, run_processes
 
-        command = ["run", str(recipe), *(f"--set={item}" for item in set_ or []),
-                   *(["--force"] if force else []), *(["--resume"] if resume else []),
-                   *(["--skip-bad"] if skip_bad else []), *(["--download"] if download else [])]
-        code = run_processes(Launch(nproc, nnodes, node_rank, rdzv_endpoint, rdzv_id), command)
+        code = run_processes(Launch(nproc, nnodes, node_rank, rdzv_endpoint, rdzv_id), forwarded(ctx.obj["argv"]))
         if code:
             raise typer.Exit(code)
         return
     if smoke:
+        from cli.summaries import smoke_rows
         from dha_pipeline.smoke import child_summary, smoke_recipe
 
         loaded = smoke_recipe(loaded, smoke_classes)
         stages.run_all(loaded, force=True, on_stage=_show)
-        summary_table(f"dha run --smoke {loaded.name}: passed", child_summary(loaded))
+        summary_table(f"dha run --smoke {loaded.name}: passed", smoke_rows(child_summary(loaded)))
         return
     with _processes(loaded) as main_process:
         reports = stages.run_all(loaded, force=force, resume=resume, on_stage=_show)
     if not main_process:
         return
-    overview = {report.stage: "skipped (unchanged)" if report.skipped else "done" for report in reports}
-    evaluation = reports[-1].summary
-    summary_table(f"dha run {loaded.name}", {**overview, "test top-1": evaluation["top-1"],
-                                             "exports": str(loaded.layout.exports.root)})
+    from cli.summaries import run_rows
+
+    summary_table(f"dha run {loaded.name}", run_rows(reports, loaded.layout.exports.root))
     _next_after_export(loaded)
 
 
@@ -309,7 +310,9 @@ def _ranked(message: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     try:
-        code = app(args=argv, standalone_mode=False, prog_name="dha")  # a command's typer.Exit(n) returns n here
+        argv = sys.argv[1:] if argv is None else list(argv)
+        # a command's typer.Exit(n) returns n here; `obj` hands `dha run --nproc` the user's own command line
+        code = app(args=argv, standalone_mode=False, prog_name="dha", obj={"argv": argv})
     except DhaError as exc:
         error_line(_ranked(str(exc)))
         return exc.exit_code

@@ -9,7 +9,7 @@ source: the prepared split inside `dha run`, or one split decoded from a dataset
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from dha_pipeline.formats.registry import load_backend
 from dha_pipeline.layout import ExportLayout
 from dha_pipeline.metrics import call_milliseconds, per_class_mean, topk_correct
 from dha_pipeline.preprocess import model_input
-from dha_pipeline.progress import console
 from dha_pipeline.recipe import DataConfig
 from dha_pipeline.report.model_card import write_model_card
 from dha_pipeline.report.plots import confusion_matrix
@@ -36,11 +35,12 @@ LATENCY_BATCH = 32
 
 @dataclass
 class Evaluation:
-    """The evaluation report and where it was written."""
+    """The evaluation report, where it was written, and what the user should be warned of."""
 
     report: dict[str, Any]
     json_path: Path
     confusion_png: Path
+    warnings: list[str] = field(default_factory=list)
 
 
 def data_config_for(metadata: dict[str, Any], dataset: str | None, *, download: bool = False) -> DataConfig:
@@ -93,9 +93,10 @@ def evaluate_model(model_path: str | Path, source: BatchSource, *, dataset: str,
     if len(classes) != len(model_classes):
         raise DhaError(f"dataset '{dataset}' has {len(classes)} classes but the model predicts {len(model_classes)}",
                        "evaluate on data with the model's classes: " + ", ".join(model_classes[:20]))
+    warnings = []
     if classes != model_classes:
-        console.print(f"[yellow]warning:[/yellow] the data's class names differ from the model's; labels are "
-                      f"matched by index (data: {classes[:5]}..., model: {model_classes[:5]}...)", highlight=False)
+        warnings.append(f"the data's class names differ from the model's; labels are matched by index (data: "
+                        f"{classes[:5]}..., model: {model_classes[:5]}...)")
     mean, std = meta["input"]["mean"], meta["input"]["std"]
     logits, labels = split_logits(backend, source, mean, std, len(model_classes), batch_size=batch_size,
                                   description=f"evaluating {split}")
@@ -122,4 +123,4 @@ def evaluate_model(model_path: str | Path, source: BatchSource, *, dataset: str,
                                                       f"top-1 {100 * report['top1']:.2f}%")
     if json_path in (export.evaluation, export.evaluation_of_int8()) and "parity" in meta:
         write_model_card(export, meta)
-    return Evaluation(report, json_path, png_path)
+    return Evaluation(report, json_path, png_path, warnings)

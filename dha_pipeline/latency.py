@@ -32,6 +32,7 @@ from torch import nn
 
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import write_json
+from dha_pipeline.layout import shared_latency_table
 from dha_pipeline.metrics import call_milliseconds
 from dha_pipeline.progress import progress_bar
 from dha_pipeline.recipe import Recipe, SearchConfig
@@ -190,7 +191,7 @@ class LatencyTable:
 
 def table_path(search: SearchConfig, runs_dir: str) -> Path:
     """The latency table a recipe uses: `search.latency_table`, or `<runs_dir>/latency_table.json`."""
-    return Path(search.latency_table) if search.latency_table else Path(runs_dir) / "latency_table.json"
+    return Path(search.latency_table) if search.latency_table else shared_latency_table(runs_dir)
 
 
 def complete_table(table: LatencyTable, space: SearchSpace, model: Any, shape: DataShape,

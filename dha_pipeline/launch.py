@@ -1,12 +1,35 @@
 """`dha run --nproc N`: the same command started on N processes through torchrun's own entry point
 (`torch.distributed.run`), so `dha run RECIPE --nproc 8` and `torchrun --nproc_per_node 8 -m cli run RECIPE`
-are one thing. dha adds no launcher logic of its own: it builds torchrun's argument list."""
+are one thing. dha adds no launcher logic of its own: it builds torchrun's argument list, and every process
+gets the user's own command line minus the launcher's flags (so a flag added to `dha run` later reaches
+every process without being listed here)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from dha_pipeline.errors import Stopped
+
+
+LAUNCH_FLAGS = ("--nproc", "--nnodes", "--node-rank", "--rdzv-endpoint", "--rdzv-id")
+"""The flags of `dha run` that say how to launch (each takes a value); torchrun gets them, the processes do not."""
+
+
+def forwarded(argv: list[str]) -> list[str]:
+    """The command line each process runs: `argv` (the user's, from the command on) without the launch flags
+    and their values, in either form (`--nproc 8`, `--nproc=8`)."""
+    kept: list[str] = []
+    skip_value = False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+            continue
+        name, equals, _ = arg.partition("=")
+        if name in LAUNCH_FLAGS:
+            skip_value = not equals
+            continue
+        kept.append(arg)
+    return kept
 
 
 @dataclass(frozen=True)

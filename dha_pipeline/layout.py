@@ -13,8 +13,14 @@ from dha_pipeline.formats.registry import FORMATS, PRIMARY_ORDER, get_format
 
 MANIFEST = "manifest.json"
 """The cache's manifest, inside any cache directory."""
+LATENCY_TABLE = "latency_table.json"
 SEARCH_LOGS = ("policy", "hparams", "arch")
 """Per-epoch CSV logs of the search, under search/."""
+
+
+def shared_latency_table(runs_dir: str | Path) -> Path:
+    """<runs_dir>/latency_table.json: the latency table every run under `runs_dir` shares by default."""
+    return Path(runs_dir) / LATENCY_TABLE
 
 
 def cache_file(split: str, kind: str) -> str:
@@ -115,6 +121,16 @@ class RunLayout:
     def resolved_recipe(self) -> Path:
         """recipe.resolved.toml: the recipe as run."""
         return self.root / "recipe.resolved.toml"
+
+    @property
+    def smoke_data(self) -> Path:
+        """smoke_data.npz: the synthetic images of a `dha run --smoke` run."""
+        return self.root / "smoke_data.npz"
+
+    @property
+    def own_latency_table(self) -> Path:
+        """latency_table.json of this run alone (a smoke run's, timed with few runs, kept apart)."""
+        return self.root / LATENCY_TABLE
 
     @property
     def recipe_sha256(self) -> Path:

@@ -19,6 +19,7 @@ import tomli_w
 
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_json, write_text
+from dha_pipeline.formats.registry import WRITABLE
 from dha_pipeline.layout import RunLayout
 from dha_pipeline.settings import build, choices_of, setting, table
 from dha_pipeline.spaces.settings import ModelSettings, default_settings, settings_class
@@ -150,7 +151,8 @@ class HpoConfig:
 class ExportConfig:
     """Deployable formats and the numeric parity gate."""
 
-    formats: list[str] = setting(["onnx", "torchscript", "pt2"], help="onnx, torchscript, pt2 (torch.export)")
+    formats: list[str] = setting(list(WRITABLE), choices=WRITABLE, help="the model files export writes from the "
+                                                                         "torch child (formats/registry.py)")
     opset: int = setting(18, low=18, high=23)
     parity_samples: int = setting(256, low=1, high=100_000)
     parity_max_abs_diff: float = setting(1e-3, low=0.0, high=1.0)

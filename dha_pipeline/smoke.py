@@ -11,11 +11,13 @@ its parity gate, and evaluate reads the exported file.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dha_pipeline.data.source import parse_spec
 from dha_pipeline.fileio import write_with
+from dha_pipeline.layout import RunLayout
 from dha_pipeline.recipe import Recipe, recipe_from_dict
 
 CLASSES_OF_KIND = {"imagenet": 1000, "cifar100": 100, "flowers102": 102, "cifar10": 10, "digits": 10}
@@ -53,7 +55,8 @@ def smoke_recipe(recipe: Recipe, classes: int | None = None) -> Recipe:
     """The smoke variant of `recipe`, with its synthetic data written (see the module docstring)."""
     channels = 3 if recipe.data.channels == "auto" else int(recipe.data.channels)
     name = f"{recipe.name}_smoke"
-    data_path = Path(recipe.runs_dir) / name / "smoke_data.npz"
+    layout = RunLayout.of(recipe.runs_dir, recipe.exports_dir, name)
+    data_path = layout.smoke_data
     write_synthetic(data_path, smoke_classes(recipe, classes), channels, recipe.data.image_size, recipe.seed)
     raw = recipe.to_dict()
     raw["name"] = name
@@ -62,17 +65,17 @@ def smoke_recipe(recipe: Recipe, classes: int | None = None) -> Recipe:
     raw["train"].update(epochs=1, batch_size=BATCH_SIZE, eval_batch_size=SPLIT_SIZES["val"], warmup_epochs=0,
                         checkpoint_every_steps=0)
     raw["search"].update(search_epochs=1, budget_minutes=0.0, latency_runs=5,
-                         latency_table=str(Path(recipe.runs_dir) / name / "latency_table.json"))
+                         latency_table=str(layout.own_latency_table))
     raw["augment"].update(fraction_every=1)
     raw["export"].update(parity_samples=SPLIT_SIZES["val"])
     raw["evaluate"].update(batch_size=SPLIT_SIZES["test"], latency_runs=3)
     return recipe_from_dict(raw)
 
 
-def child_summary(recipe: Recipe) -> dict[str, str]:
-    """Params, MACs and predicted batch-1 latency of the smoke run's derived child (the latency from the
-    smoke run's own table: the child's blocks and the calibration networks, timed with few runs; 'n/a'
-    where the space has no latency table)."""
+def child_summary(recipe: Recipe) -> dict[str, Any]:
+    """The smoke run's derived child: its space, classes, input (channels, image size), parameters, MACs and
+    predicted batch-1 latency (from the smoke run's own table: the child's blocks and the calibration
+    networks, timed with few runs; None where the space has no latency table) on `latency_threads` threads."""
     from dha_pipeline.derive import load_child
     from dha_pipeline.errors import DhaError
     from dha_pipeline.latency import LatencyTable, complete_table, table_path
@@ -83,16 +86,15 @@ def child_summary(recipe: Recipe) -> dict[str, str]:
     child = load_child(recipe.layout.child)
     space = get_space(child.space)
     shape = DataShape(len(child.classes), child.channels, child.image_size)
-    rows = {"space": child.space, "classes": str(len(child.classes)), "input": f"{child.channels}x{child.image_size}"
-            f"x{child.image_size}", "child params": f"{count_params(child.model):,}",
-            "child MACs": f"{count_macs(child.model, child.channels, child.image_size):,}"}
+    search = recipe.search
+    summary = {"space": child.space, "classes": len(child.classes), "channels": child.channels,
+               "image_size": child.image_size, "params": count_params(child.model),
+               "macs": count_macs(child.model, child.channels, child.image_size), "predicted_latency_ms": None,
+               "latency_threads": search.latency_threads}
     try:
         blocks = space.latency_blocks(recipe.model, shape, space.genotype_from_dict(child.info["genotype"]))
     except DhaError:
-        rows["predicted latency"] = "n/a (the space has no latency table)"
-        return rows
-    search = recipe.search
+        return summary
     table = LatencyTable(table_path(search, recipe.runs_dir), search.latency_threads, search.latency_runs)
     complete_table(table, space, recipe.model, shape, blocks)
-    rows["predicted latency"] = f"{table.predict(blocks):.2f} ms (batch 1, {search.latency_threads} thread(s))"
-    return rows
+    return {**summary, "predicted_latency_ms": table.predict(blocks)}

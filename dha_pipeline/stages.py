@@ -1,8 +1,11 @@
-"""The pipeline stages and their chaining. Each stage reads only the files of the stage before it,
-and is skipped when its recipe settings and input files are unchanged (unless forced).
+"""The pipeline stages and their chaining. Each stage reads the files of the stages before it (see
+docs/ARCHITECTURE.md for which), and is skipped when its recipe settings and input files are unchanged
+(unless forced).
 
-A stage writes a stamp `runs/<name>/stages/<stage>.json` after it succeeds,
-holding the hash of the recipe settings it used and of its input files.
+A stage writes a stamp `runs/<name>/stages/<stage>.json` after it succeeds, holding the hash of the
+recipe settings it used and of its input files. A stage returns data, never display text: the numbers
+and names of what it made (mostly the very records it wrote) and the warnings the user should see;
+`cli/` formats and prints them.
 """
 
 from __future__ import annotations
@@ -18,20 +21,21 @@ from dha_pipeline.distributed import barrier, is_main_process
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_file, sha256_json, write_json
 from dha_pipeline.layout import RunLayout
-from dha_pipeline.progress import console
 from dha_pipeline.recipe import SEARCH_SECTIONS, Recipe, load_recipe, save_resolved
+from dha_pipeline.spaces.base import DataShape
 
 STAGE_ORDER = ("prepare", "search", "derive", "export", "evaluate")
 
 
 @dataclass
 class StageReport:
-    """What a stage did, for the CLI's summary table."""
+    """What a stage did: its data (numbers and names, for the CLI's summary table) and its warnings."""
 
     stage: str
     skipped: bool
-    summary: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
     outputs: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def resolve_recipe(target: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -90,23 +94,33 @@ def _file_hashes(*paths: Path) -> dict[str, str]:
     return {str(p): sha256_file(p) for p in paths}
 
 
+Work = Callable[[list[str]], dict[str, Any]]
+"""A stage's work: does it, appends warnings to the list given, returns its data."""
+
+
 def _staged(recipe: Recipe, stage: str, settings: str, inputs: dict[str, str], outputs: list[Path],
-            force: bool, work: Callable[[], dict[str, Any]], skipped_summary: Callable[[], dict[str, Any]]
-            ) -> StageReport:
+            force: bool, work: Work, current: Callable[[], dict[str, Any]]) -> StageReport:
+    """Run `work` unless the stamp says its inputs and settings are unchanged (then `current` reads the data
+    of the outputs already there)."""
     stamp = Stamp(recipe, stage, settings, inputs, outputs)
     if not force and stamp.is_current():
-        return StageReport(stage, True, skipped_summary(), outputs)
+        return StageReport(stage, True, current(), outputs)
     if is_main_process():
         save_resolved(recipe)
-    summary = work()
+    warnings: list[str] = []
+    data = work(warnings)
     if is_main_process():
         stamp.write()
-    return StageReport(stage, False, summary, outputs)
+    return StageReport(stage, False, data, outputs, warnings)
+
+
+def _manifest(layout: RunLayout) -> dict[str, Any]:
+    return json.loads(layout.manifest.read_text())
 
 
 def prepare(recipe: Recipe, *, force: bool = False) -> StageReport:
     """Build the verified dataset cache in runs/<name>/cache/ (refusing first, before reading anything, a
-    recipe that the storage mode it names cannot train)."""
+    recipe that the storage mode it names cannot train). Data: the cache's `manifest` and its `cache` folder."""
     from dha_pipeline.data.cache import build_dataset, save_cache
     from dha_pipeline.data.training import source_class
 
@@ -114,105 +128,79 @@ def prepare(recipe: Recipe, *, force: bool = False) -> StageReport:
     if recipe.data.storage != "auto":
         source_class(recipe.data.storage).check_recipe(recipe)
 
-    def summary(m: dict[str, Any]) -> dict[str, Any]:
-        counts = {split: sum(c) for split, c in m["counts"].items()}
-        return {"dataset": m["dataset"], "classes": len(m["classes"]), **counts,
-                "image": f"{m['image_size']}x{m['image_size']}x{m['channels']}",
-                "bad files skipped": len(m["bad_files"]), "cache": str(layout.cache)}
-
-    def work() -> dict[str, Any]:
+    def work(warnings: list[str]) -> dict[str, Any]:
         data = build_dataset(recipe.data)
         save_cache(data, layout.cache)
         bad_files = data.manifest["bad_files"]
         if bad_files:
             write_json(layout.bad_files, bad_files)
-            console.print(f"[yellow]warning:[/yellow] skipped {len(bad_files)} unreadable image(s); "
-                          f"the list is in {layout.bad_files}", highlight=False)
-        return summary(data.manifest)
+            warnings.append(f"skipped {len(bad_files)} unreadable image(s); the list is in {layout.bad_files}")
+        return {"manifest": data.manifest, "cache": layout.cache}
 
     return _staged(recipe, "prepare", recipe.section_sha256("data"), {"source": _source_stat(recipe.data.dataset)},
-                   [layout.manifest], force, work, lambda: summary(json.loads(layout.manifest.read_text())))
+                   [layout.manifest], force, work, lambda: {"manifest": _manifest(layout), "cache": layout.cache})
+
+
+def _network(space_name: str, genotype: dict[str, Any]) -> dict[str, str]:
+    """The space's description rows of a genotype."""
+    from dha_pipeline.spaces.registry import get_space
+
+    space = get_space(space_name)
+    return space.describe(space.genotype_from_dict(genotype))
 
 
 def search(recipe: Recipe, *, force: bool = False, resume: bool = False) -> StageReport:
-    """The joint search/training from the cache; the result, checkpoints, history, logs and plots in runs/<name>/."""
+    """The joint search/training from the cache; the result, checkpoints, history, logs and plots in runs/<name>/.
+    Data: search/summary.json, the network's description rows (`network`), the `result` file, and where a
+    resumed run continued (`resumed_from`)."""
     from dha_pipeline.data.cache import load_cache
     from dha_pipeline.latency import prepared_table
-    from dha_pipeline.progress import log_line
     from dha_pipeline.search.run import run_search
-    from dha_pipeline.spaces.base import DataShape
     from dha_pipeline.spaces.registry import get_space
 
     layout = recipe.layout
-    space = get_space(recipe.model.space)
 
-    def summary(report: dict[str, Any]) -> dict[str, Any]:
-        last = report["final"]
-        hyper = report["hyperparameters"]
-        schedule = hyper["schedule"]
-        rows = {"space": report["space"], "mode": report["mode"],
-                "components": ", ".join(report["components"]) or "none",
-                "epochs": report["epochs"], "train loss": f"{last['train_loss']:.4f}",
-                "val top-1": f"{100 * last['val_top1']:.2f}%",
-                f"eta: base lr / wd ({'learned' if hyper['learned'] else 'fixed'})":
-                    f"{hyper['lr']:.3g} / {hyper['weight_decay']:.3g}",
-                "lr schedule": f"{schedule['kind']} to {schedule['lr_min']:g} over {schedule['epochs']} epochs, "
-                               f"{schedule['warmup_epochs']} warm-up",
-                **space.describe(space.genotype_from_dict(report["genotype"])),
-                "child params / MACs": f"{report['params']:,} / {report['macs']:,}",
-                **({"child predicted latency": f"{report['predicted_latency_ms']:.2f} ms (batch 1, onnxruntime)"}
-                   if "predicted_latency_ms" in report else {}),
-                "seconds": f"{report['seconds']:.1f}"}
-        augment = hyper.get("augment")
-        if augment:
-            rows[f"augmented share p ({'learned' if augment['learned'] else 'paper form'})"] = \
-                f"{augment['fraction']:.3f}"
-        if report["da_policy"]:
-            top = list(report["da_policy"].items())[:3]
-            rows["top policy pairs"] = ", ".join(f"{pair} {100 * p:.1f}%" for pair, p in top)
-        return {**rows, "result": str(layout.result)}
+    def current(resumed_from: str | None = None) -> dict[str, Any]:
+        summary = json.loads(layout.summary.read_text())
+        return {**summary, "network": _network(summary["space"], summary["genotype"]), "result": layout.result,
+                "resumed_from": resumed_from}
 
-    def work() -> dict[str, Any]:
+    def work(warnings: list[str]) -> dict[str, Any]:
         data = load_cache(layout.cache, ("train", "val"))
         shape = DataShape(len(data.classes), data.channels, data.image_size)
+        space = get_space(recipe.model.space)
         latency = prepared_table(recipe, space, shape) if recipe.search.max_latency_ms else None
         outcome = run_search(recipe, data, resume=resume, latency=latency)
-        for warning in outcome.warnings:
-            log_line(f"warning: {warning}")
-        rows = summary(json.loads(layout.summary.read_text()))
-        if outcome.resumed_from:
-            rows["resumed from"] = outcome.resumed_from
-        return rows
+        warnings += outcome.warnings
+        return current(outcome.resumed_from)
 
     inputs = _file_hashes(layout.manifest)
     return _staged(recipe, "search", recipe.section_sha256(*SEARCH_SECTIONS), inputs,
-                   [layout.result, layout.checkpoint, layout.summary], force or resume, work,
-                   lambda: summary(json.loads(layout.summary.read_text())))
+                   [layout.result, layout.checkpoint, layout.summary], force or resume, work, current)
 
 
 def derive(recipe: Recipe, *, force: bool = False) -> StageReport:
-    """The trained network as a plain child module in runs/<name>/derived/."""
+    """The trained network as a plain child module in runs/<name>/derived/. Data: the `space`, the network's
+    description rows, the largest logit gap between child and trained network (`gap`, None when skipped), and
+    the `child` file."""
     from dha_pipeline.derive import derive_child, load_child
-    from dha_pipeline.spaces.registry import get_space
 
     layout = recipe.layout
 
-    def summary(child: Any, gap: float | None) -> dict[str, Any]:
-        space = get_space(child.space)
-        return {"space": child.space, **space.describe(space.genotype_from_dict(child.info["genotype"])),
-                **({"max |child - trained|": f"{gap:.1e}"} if gap is not None else {}), "child": str(layout.child)}
+    def data(child: Any, gap: float | None) -> dict[str, Any]:
+        return {"space": child.space, "network": _network(child.space, child.info["genotype"]), "gap": gap,
+                "child": layout.child}
 
-    def work() -> dict[str, Any]:
-        child, gap = derive_child(layout.result, layout.child, layout.child_genotype)
-        return summary(child, gap)
+    def work(warnings: list[str]) -> dict[str, Any]:
+        return data(*derive_child(layout.result, layout.child, layout.child_genotype))
 
     return _staged(recipe, "derive", "", _file_hashes(layout.result), [layout.child], force, work,
-                   lambda: summary(load_child(layout.child), None))
+                   lambda: data(load_child(layout.child), None))
 
 
 def export(recipe: Recipe, *, force: bool = False) -> StageReport:
     """Parity-gated model files with metadata in exports/<name>/ (and the int8 model, accuracy-gated, when
-    export.int8)."""
+    export.int8). Data: the `formats` written, the export's `metadata` and its `directory`."""
     from dha_pipeline.data.batches import spread_images
     from dha_pipeline.data.cache import load_cache
     from dha_pipeline.derive import load_child
@@ -225,19 +213,10 @@ def export(recipe: Recipe, *, force: bool = False) -> StageReport:
     written = formats + ([INT8] if recipe.export.int8 else [])
     outputs = [exports.model(f) for f in written] + [exports.metadata]
 
-    def summary(metadata: dict[str, Any]) -> dict[str, Any]:
-        parity = metadata["parity"]
-        rows = {"formats": ", ".join(written), "params": f"{metadata['params']:,}", "MACs": f"{metadata['macs']:,}",
-                "parity max |diff|": f"{parity['max_abs_diff']:.2e}",
-                "parity top-1 agreement": f"{100 * parity['top1_agreement']:.2f}% of {parity['num_samples']}"}
-        int8 = metadata.get("int8")
-        if int8:
-            rows["int8 val top-1 (fp32)"] = (f"{100 * int8['int8_top1']:.2f}% ({100 * int8['fp32_top1']:.2f}%), "
-                                            f"drop {int8['drop_points']:.2f} points of {int8['max_drop_points']:g} "
-                                            f"allowed, {int8['num_samples']} images")
-        return {**rows, "directory": str(exports.root)}
+    def data(metadata: dict[str, Any]) -> dict[str, Any]:
+        return {"formats": written, "metadata": metadata, "directory": exports.root}
 
-    def work() -> dict[str, Any]:
+    def work(warnings: list[str]) -> dict[str, Any]:
         count = recipe.export.parity_samples
         skip_bad = recipe.data.skip_bad
         prepared = load_cache(layout.cache, ("val",), skip_bad=skip_bad)
@@ -250,24 +229,24 @@ def export(recipe: Recipe, *, force: bool = False) -> StageReport:
             assert train is not None
             calibration = spread_images(train, recipe.export.int8_calibration_images)
             if len(calibration) < FEW_CALIBRATION_IMAGES:
-                console.print(f"[yellow]warning:[/yellow] the int8 model is calibrated on only {len(calibration)} "
-                              f"training images (under {FEW_CALIBRATION_IMAGES}): its activation ranges may be "
-                              "poorly estimated; raise export.int8_calibration_images if the data has more",
-                              highlight=False)
+                warnings.append(f"the int8 model is calibrated on only {len(calibration)} training images (under "
+                                f"{FEW_CALIBRATION_IMAGES}): its activation ranges may be poorly estimated; raise "
+                                "export.int8_calibration_images if the data has more")
             int8 = Int8Inputs(calibration, val)
         counts = {split: sum(c) for split, c in prepared.manifest["counts"].items()}
         result = export_child(load_child(layout.child), recipe.name, images, images_source, recipe.export, formats,
                               exports, int8, counts, layout.child)
-        return summary(result.metadata)
+        return data(result.metadata)
 
     inputs = _file_hashes(layout.child, layout.manifest)
     return _staged(recipe, "export", recipe.section_sha256("name", "exports_dir", "export"), inputs, outputs, force,
-                   work, lambda: summary(json.loads(exports.metadata.read_text())))
+                   work, lambda: data(json.loads(exports.metadata.read_text())))
 
 
 def evaluate(recipe: Recipe, *, force: bool = False) -> StageReport:
     """onnxruntime (or TorchScript) evaluation of the exported model on the prepared held-out split, and of
-    the int8 model when there is one."""
+    the int8 model when there is one. Data: `evaluations`, one {"report", "path"} per model, the primary
+    model's first."""
     from dha_pipeline.data.cache import load_cache
     from dha_pipeline.evaluate import evaluate_model
 
@@ -278,41 +257,25 @@ def evaluate(recipe: Recipe, *, force: bool = False) -> StageReport:
     reports = [exports.evaluation, *(exports.evaluation_of(model) for model in int8)]
     split = recipe.evaluate.split
 
-    def summary(evaluated: list[dict[str, Any]]) -> dict[str, Any]:
-        rows = evaluation_summary(evaluated[0], exports.evaluation)
-        for report, path in zip(evaluated[1:], reports[1:], strict=True):
-            rows["int8 top-1"] = f"{100 * report['top1']:.2f}%"
-            rows["int8 latency b1 p50"] = f"{report['latency_ms']['batch1_p50']:.2f} ms"
-            rows["int8 report"] = str(path)
-        return rows
+    def data(evaluated: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"evaluations": [{"report": report, "path": path} for report, path in zip(evaluated, reports,
+                                                                                          strict=True)]}
 
-    def work() -> dict[str, Any]:
-        data = load_cache(layout.cache, (split,), skip_bad=recipe.data.skip_bad)
-        source = data.sources[split]
-        evaluated = [evaluate_model(model, source, dataset=data.manifest["dataset"], split=split, classes=data.classes,
-                                    batch_size=recipe.evaluate.batch_size, latency_runs=recipe.evaluate.latency_runs,
-                                    out=report).report for model, report in zip(models, reports, strict=True)]
-        return summary(evaluated)
+    def work(warnings: list[str]) -> dict[str, Any]:
+        prepared = load_cache(layout.cache, (split,), skip_bad=recipe.data.skip_bad)
+        evaluations = [evaluate_model(model, prepared.sources[split], dataset=prepared.manifest["dataset"],
+                                      split=split, classes=prepared.classes, batch_size=recipe.evaluate.batch_size,
+                                      latency_runs=recipe.evaluate.latency_runs, out=report)
+                       for model, report in zip(models, reports, strict=True)]
+        warnings += [warning for evaluation in evaluations for warning in evaluation.warnings]
+        return data([evaluation.report for evaluation in evaluations])
 
     return _staged(recipe, "evaluate", recipe.section_sha256("evaluate"), _file_hashes(*models, layout.manifest),
-                   reports, force, work, lambda: summary([json.loads(path.read_text()) for path in reports]))
+                   reports, force, work, lambda: data([json.loads(path.read_text()) for path in reports]))
 
 
-def evaluation_summary(report: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Summary-table rows of an evaluation report."""
-    latency = report["latency_ms"]
-    return {"data": f"{report['dataset']} ({report['split']}, {report['num_samples']} images)",
-            "backend": report["backend"], "top-1": f"{100 * report['top1']:.2f}%",
-            "top-5": f"{100 * report['top5']:.2f}%",
-            "latency b1 p50 / p90": f"{latency['batch1_p50']:.2f} / {latency['batch1_p90']:.2f} ms",
-            "latency b32 p50": f"{latency['batch32_p50']:.2f} ms",
-            "throughput": f"{report['throughput_ips']:.0f} img/s", "report": str(path)}
-
-
-def prepared_shape(recipe: Recipe) -> Any:
+def prepared_shape(recipe: Recipe) -> DataShape:
     """The DataShape of the prepared cache (classes, channels, side), after `prepare`."""
-    from dha_pipeline.spaces.base import DataShape
-
     path = recipe.layout.manifest
     if not path.is_file():
         raise DhaError(f"'{path}' does not exist", "run `dha prepare RECIPE` first")
@@ -322,7 +285,9 @@ def prepared_shape(recipe: Recipe) -> Any:
 
 def profile_latency(recipe: Recipe) -> StageReport:
     """Measure every block of the recipe's supernet the latency table lacks (after `prepare`), and predict
-    the latency of the space's default known network from it."""
+    the latency of the space's default known network from it. Data: the table's `machine`, `threads` and
+    `path`, the supernet's distinct `blocks`, how many were newly `measured`, the backbone's calibration
+    `factor`, and the `predicted_ms` of the space's `default_genotype`."""
     from dha_pipeline.latency import LatencyTable, backbone_signature, complete_table, table_path
     from dha_pipeline.spaces.registry import get_space
 
@@ -333,13 +298,11 @@ def profile_latency(recipe: Recipe) -> StageReport:
     calibrated = backbone_signature(blocks) in table.scales
     measured = complete_table(table, space, model, shape, blocks)
     known = space.known_genotype(space.default_genotype, model)
-    predicted = table.predict(space.latency_blocks(model, shape, known))
     return StageReport("profile-latency", measured == 0 and calibrated, {
-        "machine": table.machine, "onnxruntime threads": search.latency_threads,
-        "blocks of this supernet": len({block.key for block in blocks}), "newly measured": measured,
-        "calibration factor (whole / blocks)": f"{table.scales[backbone_signature(blocks)]:.3f}",
-        f"predicted batch-1 latency of {space.default_genotype}": f"{predicted:.3f} ms",
-        "table": str(table.path)}, [table.path])
+        "machine": table.machine, "threads": search.latency_threads, "blocks": len({block.key for block in blocks}),
+        "measured": measured, "factor": table.scales[backbone_signature(blocks)],
+        "default_genotype": space.default_genotype,
+        "predicted_ms": table.predict(space.latency_blocks(model, shape, known)), "path": table.path}, [table.path])
 
 
 STAGES: dict[str, Callable[..., StageReport]] = {

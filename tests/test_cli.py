@@ -191,7 +191,9 @@ def test_evaluate_stage_reads_the_prepared_split_not_the_source(tmp_path: Path) 
     assert main(["run", str(recipe_path), *sum((["--set", o] for o in overrides), [])]) == 0
     npz.unlink()  # the raw source is gone: only runs/tiny/cache/ can feed the evaluation now
     report = stages.evaluate(stages.resolve_recipe(recipe_path, overrides), force=True)
-    assert not report.skipped and report.summary["data"] == f"npz:{npz} (test, 30 images)"
+    assert not report.skipped and report.warnings == []
+    (evaluation,) = report.data["evaluations"]
+    assert evaluation["report"]["dataset"] == f"npz:{npz}" and evaluation["report"]["num_samples"] == 30
 
 
 def test_logs_written_to_a_file_keep_whole_lines(tmp_path: Path) -> None:

@@ -17,11 +17,11 @@ from dha_pipeline.data import digits
 from dha_pipeline.data.cache import CACHE_FORMAT, MANIFEST, PreparedData, build_dataset, load_cache, save_cache
 from dha_pipeline.data.images import IMAGE_SUFFIXES, decode_files
 from dha_pipeline.preprocess import read_image
-from dha_pipeline.data.source import (LOADERS, SPLITS, SourceSplit, array_fingerprint, check_labels, load_source,
+from dha_pipeline.data.source import (LOADERS, SourceSplit, array_fingerprint, check_labels, load_source,
                                       parse_spec)
 from dha_pipeline.errors import DhaError
 from dha_pipeline.preprocess import prepare_image
-from dha_pipeline.recipe import DataConfig
+from dha_pipeline.recipe import SPLITS, DataConfig
 
 DIGITS_TOTAL = 1797
 DIGITS_CLASSES = 10

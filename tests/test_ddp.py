@@ -24,7 +24,7 @@ from cli.main import main
 from dha_pipeline.data.cache import load_cache
 from dha_pipeline.data.device import rank_indices
 from dha_pipeline.errors import DhaError
-from dha_pipeline.launch import Launch
+from dha_pipeline.launch import Launch, forwarded
 from dha_pipeline.layout import RunLayout
 from dha_pipeline.search import loop
 from dha_pipeline.checkpoint import load_checkpoint
@@ -114,6 +114,13 @@ def test_launch_builds_torchrun_flags() -> None:
     assert Launch(2, "2", node_rank=1).torchrun_args(["run"])[4:6] == ["--node-rank", "1"]
 
 
+def test_the_processes_get_the_users_own_command_line_minus_the_launch_flags() -> None:
+    argv = ["run", "r.toml", "--nproc", "2", "--set", "train.epochs=3", "--nnodes=2", "--skip-bad",
+            "--rdzv-endpoint", "node0:29500", "--resume", "--rdzv-id=job7", "--node-rank", "1", "--download"]
+    assert forwarded(argv) == ["run", "r.toml", "--set", "train.epochs=3", "--skip-bad", "--resume", "--download"]
+    assert forwarded(["run", "r.toml", "--set", "name=--nproc"]) == ["run", "r.toml", "--set", "name=--nproc"]
+
+
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     path = write_recipe(tmp_path, DDP_RECIPE)
     assert main(["prepare", str(path)]) == 0
@@ -127,10 +134,11 @@ def test_two_processes_hold_one_model_and_run_every_stage(tmp_path: Path) -> Non
     """`dha run --nproc 2`: tau, eta, b, theta and the derived genotype are bit-identical on both ranks,
     the DA draws are not (rank-specific seeds), rank 0 alone prints and writes, every stage runs."""
     recipe = write_recipe(tmp_path, DDP_RECIPE)
-    process = _dha("run", str(recipe), "--nproc", "2")
+    process = _dha("run", str(recipe), "--nproc", "2", "--set", 'export.formats=["onnx"]')
     out, err = process.communicate(timeout=600)
     assert process.returncode == 0, err[-2000:]
-    layout = resolve_recipe(recipe).layout
+    layout = resolve_recipe(recipe, ['export.formats=["onnx"]']).layout
+    assert not (layout.exports.root / "model.ts").exists(), "the user's --set reached the processes"
     replicas = json.loads(layout.summary.read_text())["replicas"]
     assert replicas["processes"] == 2 and replicas["shared_parts_agree"]
     for part in SHARED_PARTS:
@@ -170,7 +178,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Pa
         assert b["lr"] == pytest.approx(a["lr"], rel=0.05)
         assert b["weight_decay"] == pytest.approx(a["weight_decay"], rel=0.005)
     assert abs(double[-1]["val_top1"] - single[-1]["val_top1"]) <= 0.08
-    assert double[-1]["lr"] != single[-1]["lr"], "the two runs are separate computations"
+    summaries = [json.loads(resolve_recipe(recipe).layout.summary.read_text()) for recipe in (one, two)]
+    assert "replicas" not in summaries[0] and summaries[1]["replicas"]["processes"] == 2, "two ranks trained"
 
 
 def test_stopped_then_resumed_on_two_processes_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:

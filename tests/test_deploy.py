@@ -313,7 +313,7 @@ def test_benchmark_min_top1(benchmarked: Path, tmp_path: Path, capsys: pytest.Ca
 @pytest.mark.parametrize("arguments, message", [
     (["--provider", "TPUExecutionProvider"], "provider 'TPUExecutionProvider' is not installed"),
     (["--runs", "10"], "--runs 10 is too few"),
-    (["--split", "holdout"], "is not a split"),
+    (["--split", "holdout"], "'holdout' is not one of 'train', 'val', 'test'"),
 ])
 def test_benchmark_bad_flags(benchmarked: Path, capsys: pytest.CaptureFixture[str], arguments: list[str],
                              message: str) -> None:

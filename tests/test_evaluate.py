@@ -298,15 +298,7 @@ def test_load_backend_by_suffix(models: dict[str, Path], tmp_path: Path) -> None
     upper = tmp_path / "MODEL.ONNX"
     shutil.copy2(models["onnx"], upper)
     assert isinstance(load_backend(upper), OnnxBackend)
-    assert {record.suffix for record in FORMATS.values()} == {".onnx", ".ts", ".pt2", ".pt"}
-    with pytest.raises(DhaError, match="does not exist"):
-        load_backend(tmp_path / "absent.onnx")
-    with pytest.raises(DhaError, match="does not exist"):
-        load_backend(tmp_path)  # a directory is not a model file
-    other = tmp_path / "model.tflite"
-    other.write_text("x")
-    with pytest.raises(DhaError, match="unknown type"):
-        load_backend(other)
+    assert {record.suffix for record in FORMATS.values()} == {".onnx", ".ts", ".pt2", ".pt"}  # errors: test_formats
 
 
 def test_backends_compute_the_same_logits(models: dict[str, Path], run_dir: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 import shutil
 import warnings
 from pathlib import Path
@@ -25,7 +26,7 @@ from dha_pipeline.errors import CheckFailed, DhaError
 from dha_pipeline.export.exporter import build_metadata, check_formats, export_child, parity_images
 from dha_pipeline.export.parity import Parity, compare_logits
 from dha_pipeline.formats import registry
-from dha_pipeline.formats.metadata import METADATA_KEY, ARCHIVE_METADATA_FILE, input_spec, package_versions
+from dha_pipeline.formats.metadata import METADATA_KEY, input_spec, package_versions
 from dha_pipeline.formats.onnx_runtime import read_onnx_metadata
 from dha_pipeline.formats.torchscript import load_torchscript
 from dha_pipeline.preprocess import model_input
@@ -206,6 +207,9 @@ def test_metadata_embedded_in_onnx_equals_metadata_json(export_dir: Path, metada
 def test_metadata_embedded_in_torchscript_equals_metadata_json(export_dir: Path, metadata: dict) -> None:
     _, embedded = load_torchscript(export_dir / "model.ts")
     assert embedded == metadata
+    with zipfile.ZipFile(export_dir / "model.ts") as archive:  # the contract: an `extra/metadata.json` entry
+        entry = next(name for name in archive.namelist() if name.endswith("/extra/metadata.json"))
+        assert json.loads(archive.read(entry)) == metadata
 
 
 def test_read_onnx_metadata_errors(tmp_path: Path, export_dir: Path) -> None:
@@ -245,7 +249,6 @@ def test_input_spec_and_package_versions() -> None:
     versions = package_versions()
     assert versions["python"].count(".") == 2
     assert versions["torch"].split("+")[0] == torch.__version__.split("+")[0]
-    assert ARCHIVE_METADATA_FILE == "metadata.json"
 
 
 def test_build_metadata_matches_child(child: Child, metadata: dict) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dha_pipeline.errors import DhaError
+from dha_pipeline.recipe import recipe_from_dict
 from dha_pipeline.export.exporter import check_formats
 from dha_pipeline.formats import registry
 from dha_pipeline.formats.base import CPU, DEFAULT_RUNTIME
@@ -42,6 +43,9 @@ def test_the_writable_formats_are_exactly_those_export_accepts() -> None:
     for name in set(FORMATS) - set(writable):  # the int8 model (from --int8) and the derived child
         with pytest.raises(DhaError, match=f"unknown export format '{name}'"):
             check_formats([name])
+    with pytest.raises(DhaError, match=r"'export.formats\[1\]' = 'onnx_int8' is not allowed"):
+        recipe_from_dict({"export": {"formats": ["onnx", "onnx_int8"]}})
+    assert recipe_from_dict({}).export.formats == list(WRITABLE), "a recipe exports every writable format"
     assert set(PRIMARY_ORDER) <= set(WRITABLE)
     assert WRITABLE[:len(PRIMARY_ORDER)] == PRIMARY_ORDER  # the order --format and its errors list them
 

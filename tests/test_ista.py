@@ -147,7 +147,6 @@ def test_frozen_node_code_never_changes_under_adam() -> None:
     for _ in range(5):
         optimizer.zero_grad(set_to_none=False)
         loss = sum((w + 2.0) ** 2 for _, node_weights in cell_weights(arch, "normal") for _, _, w in node_weights)
-        assert loss.item() > 0
         loss.backward()
         optimizer.step()
     assert frozen.b.grad is None and not frozen.b.requires_grad

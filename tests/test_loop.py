@@ -144,7 +144,7 @@ def test_sequential_trains_the_derived_network_from_fresh_weights(tmp_path: Path
     run.run()
     assert [row["phase"] for row in run.history] == ["search", "train"]
     assert at_switch["components"] == ["da", "hpo"] and at_switch["genotype"] == at_switch["searched"]
-    assert run.arch.fixed and run.network is not supernet and run.genotype() == at_switch["searched"]
+    assert run.arch.fixed and run.network is not supernet and run.arch.genotype() == at_switch["searched"]
     fresh, searched = at_switch["network"], at_switch["supernet"]
     running_means = [key for key in fresh if key.endswith("running_mean")]
     assert running_means and all(not fresh[key].any() for key in running_means), "BatchNorm statistics start anew"
@@ -162,12 +162,12 @@ def test_a_joint_run_moves_tau_b_lr_and_wd(tmp_path: Path, digits8) -> None:  # 
     """Every learner of the paper learns in one run: the policy, the architecture code, and eta."""
     recipe = _recipe(tmp_path, DHA)
     run = loop.SearchRun(recipe, digits8)
-    initial_genotype = run.genotype()
+    initial_genotype = run.arch.genotype()
     initial_codes = [node.b.detach().clone() for _, node in run.arch.code.nodes()]
     initial_tau = run.policy.policy.tau.detach().clone()
     run.run()
     assert all(not torch.equal(b, node.b) for b, (_, node) in zip(initial_codes, run.arch.code.nodes()))
-    assert run.genotype() != initial_genotype, "the recovered architecture must leave the initial random support"
+    assert run.arch.genotype() != initial_genotype, "the recovered architecture must leave the initial random support"
     assert not torch.equal(run.policy.policy.tau, initial_tau)
     assert run.policy.entropy() < run.policy.policy.max_entropy
     assert run.hyper.lr != recipe.train.lr and run.hyper.weight_decay != recipe.train.weight_decay
@@ -265,7 +265,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path: Pat
 
 
 def test_budget_rejects_proposals_over_the_parameter_cap(tmp_path: Path, digits8) -> None:  # type: ignore[no-untyped-def]
-    initial = loop.SearchRun(_recipe(tmp_path / "fresh", DHA), digits8).genotype()
+    initial = loop.SearchRun(_recipe(tmp_path / "fresh", DHA), digits8).arch.genotype()
     free = run_search(_recipe(tmp_path / "free", DHA), digits8)
     assert free.genotype != initial, "positive control: without a budget the architecture step moves the genotype"
     capped = run_search(_recipe(tmp_path / "capped", {**DHA, "max_params": 1}), digits8)

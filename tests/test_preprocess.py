@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dha_pipeline.preprocess import (PIXEL_SCALE, RESIZE_FILTER, model_input, prepare_image, resize_image,
+from dha_pipeline.preprocess import (model_input, prepare_image, resize_image,
                                      standardize, to_channels)
 
 RNG = np.random.default_rng(0)
@@ -21,11 +21,6 @@ ALPHA = RNG.integers(0, 256, (7, 9), dtype=np.uint8)
 
 def pil_gray(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(np.ascontiguousarray(rgb), "RGB").convert("L"))
-
-
-def test_constants() -> None:
-    assert PIXEL_SCALE == 255.0
-    assert RESIZE_FILTER == "bilinear"
 
 
 # --------------------------------------------------------------------------- to_channels

@@ -79,19 +79,3 @@ def test_registry_serves_the_cell_space_and_rejects_unknown_names() -> None:
     with pytest.raises(DhaError, match="unknown search space 'nope'") as info:
         get_space("nope")
     assert "darts" in str(info.value)
-
-
-def test_nothing_outside_spaces_imports_a_particular_space() -> None:
-    """The loop, derive, export and the CLI reach a space through the registry only."""
-    import ast
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    offenders = []
-    for path in [*(root / "dha_pipeline").rglob("*.py"), *(root / "cli").rglob("*.py")]:
-        if "spaces" in path.relative_to(root).parts:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dha_pipeline.spaces.darts"):
-                offenders.append(f"{path.relative_to(root)}: {node.module}")
-    assert offenders == []

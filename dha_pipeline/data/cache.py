@@ -19,13 +19,13 @@ import numpy as np
 
 from dha_pipeline.data.batches import ArraySource, BatchSource
 from dha_pipeline.data.images import decode_files, unreadable_images
-from dha_pipeline.data.source import SPLITS, ImageFiles, SourceData, SourceSplit, load_source
+from dha_pipeline.data.source import ImageFiles, SourceData, SourceSplit, load_source
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_file, write_json, write_with
 from dha_pipeline.layout import MANIFEST, cache_file
 from dha_pipeline.preprocess import PIXEL_SCALE, RESIZE_FILTER, prepare_image
 from dha_pipeline.progress import progress_bar
-from dha_pipeline.recipe import DataConfig
+from dha_pipeline.recipe import SPLITS, DataConfig
 
 CACHE_FORMAT = 1
 MEMORY = "memory"

@@ -9,6 +9,7 @@ import numpy as np
 
 from dha_pipeline.data.source import SourceData, SourceSplit, array_fingerprint, check_labels
 from dha_pipeline.errors import DhaError
+from dha_pipeline.recipe import SPLITS
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test", "classes")
 
@@ -47,7 +48,7 @@ def load(path: str, *, download: bool = False) -> SourceData:
             raise DhaError(f"npz file '{file}': 'classes' is empty", "list one name per class")
         splits: dict[str, SourceSplit] = {}
         arrays: list[np.ndarray] = []
-        for split in ("train", "val", "test"):
+        for split in SPLITS:
             if f"x_{split}" not in keys:
                 continue
             x = _images(file, f"x_{split}", archive[f"x_{split}"])

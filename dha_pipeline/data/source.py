@@ -13,7 +13,6 @@ import numpy as np
 from dha_pipeline.errors import DhaError
 from dha_pipeline.preprocess import read_image
 
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import numpy as np
 
 from dha_pipeline.data.source import ImageFiles, SourceData, SourceSplit, array_fingerprint, check_labels
 from dha_pipeline.errors import DhaError
+from dha_pipeline.recipe import SPLITS
 
 
 def _open(factory, root: str, download: bool, **kwargs):  # type: ignore[no-untyped-def]
@@ -56,7 +57,7 @@ def load_flowers102(path: str, *, download: bool = False) -> SourceData:
 
     splits = {}
     num_classes = 102
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         dataset = _open(Flowers102, path, download, split=split)
         files = tuple(Path(f) for f in dataset._image_files)
         labels = check_labels(f"flowers102 {split}", np.asarray(dataset._labels), num_classes)

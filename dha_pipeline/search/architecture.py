@@ -138,7 +138,7 @@ class ArchitectureLearner(Learner):
         """The epoch's arch.csv rows: x of every decision point after the recovery, and whether it froze."""
         return self.rows
 
-    def frozen_count(self) -> tuple[int, int] | None:
+    def frozen_count(self) -> tuple[int, int]:
         """(frozen points, all points)."""
         nodes = self.code.nodes()
         return sum(node.is_frozen for _, node in nodes), len(nodes)
@@ -177,9 +177,9 @@ class FixedArchitecture(Learner):
         """The plain network's training output."""
         return self.network.forward_train(inputs)
 
-    def frozen_count(self) -> tuple[int, int] | None:
-        """None: there are no decision points."""
-        return None
+    def frozen_count(self) -> tuple[int, int]:
+        """(0, 0): there are no decision points."""
+        return 0, 0
 
     def genotype(self) -> Genotype:
         """The genotype the network was built from."""

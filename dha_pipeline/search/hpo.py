@@ -30,7 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
-ESTIMATORS = ("next_batch", "held_in")
+from dha_pipeline.recipe import Estimator
+from dha_pipeline.settings import choices_of
+
+ESTIMATORS: tuple[Estimator, ...] = choices_of(Estimator)
 
 Grads = list[torch.Tensor | None]
 

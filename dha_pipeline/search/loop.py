@@ -103,10 +103,6 @@ class SearchRun:
                                   budget_minutes=minutes)
         self.learners = (self.hyper, self.policy, self.fraction, self.arch)
 
-    def genotype(self) -> Genotype:
-        """The current architecture."""
-        return self.arch.genotype()
-
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One joint step on this rank's part of the batch (uint8 NCHW on the device); (loss, accuracy) as
         device scalars."""
@@ -200,8 +196,8 @@ class SearchRun:
 
     def frozen(self) -> str:
         """'frozen/all' decision points, '-' without a searched architecture."""
-        count = self.arch.frozen_count()
-        return "-" if count is None else f"{count[0]}/{count[1]}"
+        frozen, points = self.arch.frozen_count()
+        return f"{frozen}/{points}" if points else "-"
 
     def run(self) -> None:
         """Train to the end of the epoch budget (or the minutes budget), checkpointing as it goes."""
@@ -245,7 +241,7 @@ class SearchRun:
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything needed to continue exactly where the run is: network, learners, position, logs."""
         return {"format": CHECKPOINT_FORMAT, "recipe_sha256": self.settings_sha256, "phase": self.arch.phase.value,
-                "genotype": self.genotype().to_dict(), "network": self.network.state_dict(),
+                "genotype": self.arch.genotype().to_dict(), "network": self.network.state_dict(),
                 "theta": self.theta.state_dict(), "learners": self.learner_states(),
                 "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "source": self.source.state_dict(),
                 "elapsed": self.clock.elapsed, "history": self.history, "logs": self.logs}
@@ -293,7 +289,7 @@ class SearchRun:
     def replica_parts(self) -> dict[str, Any]:
         """The learned state that must be identical on every rank, and this rank's own random stream."""
         return {"theta": self.network.state_dict(), **self.learner_states(),
-                "genotype": self.genotype().to_dict(), "own_stream": self.generator.get_state()}
+                "genotype": self.arch.genotype().to_dict(), "own_stream": self.generator.get_state()}
 
     def hyperparameters(self) -> dict[str, Any]:
         """What the learners report: eta (and, with the policy on, p under `augment`)."""
