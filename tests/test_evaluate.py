@@ -172,7 +172,10 @@ def test_evaluate_warns_when_class_names_differ(models: dict[str, Path], tmp_pat
     npz = make_npz(tmp_path / "renamed.npz", n_train=100, n_test=30, size=8, classes=names)
     result = evaluate_file(models["onnx"], dataset=f"npz:{npz}", latency_runs=1, out=tmp_path / "r.json")
     assert result.report["class_names_match"] is False
-    assert "class names differ" in capsys.readouterr().err
+    assert [warning for warning in result.warnings if "class names differ" in warning]
+    assert main(["evaluate", str(models["onnx"]), "--data", f"npz:{npz}", "--latency-runs", "1",
+                 "--out", str(tmp_path / "cli.json")]) == 0
+    assert "warning: the data's class names differ from the model's" in capsys.readouterr().err
 
 
 def _grey_digits_folder(root: Path) -> Path:
