@@ -1,6 +1,7 @@
 """`dha`: prepare, search, derive, export, evaluate, predict, benchmark, and run (all of them, resumably).
 
-Commands import dha_pipeline lazily so `dha predict` never imports torch.
+Commands import dha_pipeline lazily (at the top only the light `errors` and `choices`), so every command
+starts fast and `dha predict` never imports torch.
 Exit codes: 0 success, 2 user error (one line, no traceback), 1 failed check or bug.
 """
 
@@ -16,7 +17,7 @@ import typer
 
 from cli.render import error_line, next_commands, print_table, silence, summary_table, warning_line
 from dha_pipeline.errors import USER_ERROR_EXIT_CODE, DhaError
-from dha_pipeline.recipe import Split
+from dha_pipeline.choices import Split
 
 
 app = typer.Typer(name="dha", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -111,8 +112,9 @@ def derive(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False) -> N
 
 @app.command(epilog="Example: dha export runs/digits_quickstart --int8")
 def export(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
-           format_: Annotated[str | None, typer.Option("--format", help="comma-separated: onnx, torchscript, pt2",
-                                                      show_default=False)] = None,
+           format_: Annotated[str | None, typer.Option("--format", show_default=False,
+                                                      help="comma-separated model formats (export.formats' "
+                                                           "choices)")] = None,
            int8: Annotated[bool, typer.Option("--int8", help="also write model.int8.onnx (static int8 quantization, "
                                                             "calibrated on training images), failing when its val "
                                                             "top-1 drops more than export.int8_max_drop points")]

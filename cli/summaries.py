@@ -1,7 +1,9 @@
-"""The rows of each summary table, formatted from the numbers the stages and commands report.
+"""The rows of each stage's summary table (and `dha evaluate`'s, `dha run`'s, the smoke run's), formatted
+from the numbers the stages report.
 
-Stages return data (dha_pipeline/stages.py); this is the one place that turns those numbers into text
-for people: percentages, thousands separators, milliseconds.
+Stages return data (dha_pipeline/stages.py); this is where their numbers become text for people:
+percentages, thousands separators, milliseconds. (The benchmark and predict tables are built by their
+commands in cli/main.py, from their rows.)
 """
 
 from __future__ import annotations

@@ -37,8 +37,9 @@ def log_line(text: str) -> None:
 
 class Stopwatch:
     """Seconds of training: the run's total (`elapsed`, kept in checkpoints, agreed across ranks by `agree`)
-    and the current epoch's (`epoch_seconds`). Time between `lap` and the next `start` (validation, saving) is
-    not counted."""
+    and the current epoch's (`epoch_seconds`). A lap counts everything since the last `start` or lap (a
+    mid-epoch checkpoint included); what happens between an epoch's last lap and the next `start`
+    (validation, the epoch's checkpoint, its logs) is not counted."""
 
     def __init__(self, agree: Callable[[float], float] = float) -> None:
         self.agree = agree

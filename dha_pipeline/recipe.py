@@ -4,7 +4,7 @@ Unknown keys, wrong types and out-of-range values are rejected with the key
 path, the offending value and what is allowed (`settings.py`). `[model]` holds the
 chosen search space's own settings (`spaces/<space>/settings.py`). `--set a.b=value`
 overrides are applied to the raw TOML before validation, so they get the same checks.
-Each list of choices is a `Literal` type here, written once; code elsewhere reads it.
+Each list of choices is a `Literal` type of `choices.py`, written once.
 """
 
 from __future__ import annotations
@@ -13,35 +13,22 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import tomli_w
 
+from dha_pipeline.choices import (AugmentForm, Channels, Component, CompileMode, Device, Estimator, FractionData, Mode,
+                                  Precision, Split, Storage, Switch)
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_json, write_text
 from dha_pipeline.formats.registry import WRITABLE
 from dha_pipeline.layout import RunLayout
-from dha_pipeline.settings import build, choices_of, setting, table
+from dha_pipeline.settings import build, setting, table
 from dha_pipeline.spaces.settings import ModelSettings, default_settings, settings_class
 
 SEARCH_SECTIONS = ("seed", "data", "model", "train", "augment", "search", "hpo")
 """Recipe settings that change what the search/training stage computes."""
 
-Split = Literal["train", "val", "test"]
-Component = Literal["nas", "da", "hpo"]
-Mode = Literal["manual", "joint", "sequential"]
-Estimator = Literal["next_batch", "held_in"]
-AugmentForm = Literal["learned_fraction", "paper"]
-FractionData = Literal["val", "train"]
-Storage = Literal["auto", "memory", "files"]
-Device = Literal["auto", "cpu", "cuda"]
-Precision = Literal["fp32", "bf16"]
-Switch = Literal["auto", "on", "off"]
-CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
-Channels = Literal["auto", "1", "3"]
-
-SPLITS: tuple[Split, ...] = choices_of(Split)
-COMPONENTS: tuple[Component, ...] = choices_of(Component)
 
 
 @dataclass

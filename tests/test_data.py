@@ -21,7 +21,8 @@ from dha_pipeline.data.source import (LOADERS, SourceSplit, array_fingerprint, c
                                       parse_spec)
 from dha_pipeline.errors import DhaError
 from dha_pipeline.preprocess import prepare_image
-from dha_pipeline.recipe import SPLITS, DataConfig
+from dha_pipeline.choices import SPLITS
+from dha_pipeline.recipe import DataConfig
 
 DIGITS_TOTAL = 1797
 DIGITS_CLASSES = 10

@@ -19,7 +19,7 @@ from dha_pipeline.search.run import run_search
 
 
 def _learner(**settings: object) -> FractionLearner:
-    return FractionLearner(AugmentConfig(**{"fraction_start": 0.5, "fraction_lr": 0.5, **settings}))
+    return FractionLearner(AugmentConfig(**{"fraction_start": 0.5, "fraction_lr": 0.5, **settings}), global_batch=64)
 
 
 def test_paper_form_augments_every_sample_and_never_learns() -> None:

@@ -12,8 +12,8 @@ from dha_pipeline.spaces.registry import SPACES
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[set[str]] = [
-    {"errors", "fileio", "preprocess", "settings", "device", "metrics", "figures", "checkpoint", "progress",
-     "distributed", "launch"},
+    {"errors", "fileio", "preprocess", "settings", "choices", "device", "metrics", "figures", "checkpoint",
+     "progress", "distributed", "launch"},
     {"spaces", "augment"},
     {"formats"},
     {"layout"},

@@ -127,7 +127,8 @@ def test_sequential_trains_the_derived_network_from_fresh_weights(tmp_path: Path
     """Sequential mode: once the search phase ends, the plain network of the genotype it found is built anew
     (fresh weights and BatchNorm statistics, no momentum, a uniform policy, eta at the recipe's values) and
     that network trains on; nothing is inherited from the supernet."""
-    run = loop.SearchRun(_recipe(tmp_path, {**DHA, "mode": "sequential"}), digits8)
+    recipe = _recipe(tmp_path, {**DHA, "mode": "sequential"})
+    run = loop.SearchRun(recipe, digits8)
     supernet = run.network
     at_switch = {}
     real_build = loop.SearchRun.build
@@ -156,6 +157,11 @@ def test_sequential_trains_the_derived_network_from_fresh_weights(tmp_path: Path
     assert at_switch["entropy"] == pytest.approx(run.policy.policy.max_entropy), "the policy starts uniform"
     trained = run.network.state_dict()
     assert any(not torch.equal(trained[key], fresh[key]) for key in shared), "then the derived network trains"
+    monkeypatch.undo()
+    resumed = loop.SearchRun(recipe, digits8)  # a resume in the train phase rebuilds the derived network
+    assert resumed.restore() and resumed.arch.fixed and resumed.arch.genotype() == run.arch.genotype()
+    assert all(torch.equal(value, trained[key]) for key, value in resumed.network.state_dict().items())
+    assert resumed.policy.state_dict()["policy"]["tau"].equal(run.policy.state_dict()["policy"]["tau"])
 
 
 def test_a_joint_run_moves_tau_b_lr_and_wd(tmp_path: Path, digits8) -> None:  # type: ignore[no-untyped-def]

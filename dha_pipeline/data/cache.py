@@ -25,7 +25,8 @@ from dha_pipeline.fileio import sha256_file, write_json, write_with
 from dha_pipeline.layout import MANIFEST, cache_file
 from dha_pipeline.preprocess import PIXEL_SCALE, RESIZE_FILTER, prepare_image
 from dha_pipeline.progress import progress_bar
-from dha_pipeline.recipe import SPLITS, DataConfig
+from dha_pipeline.choices import SPLITS
+from dha_pipeline.recipe import DataConfig
 
 CACHE_FORMAT = 1
 MEMORY = "memory"

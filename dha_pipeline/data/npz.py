@@ -9,7 +9,7 @@ import numpy as np
 
 from dha_pipeline.data.source import SourceData, SourceSplit, array_fingerprint, check_labels
 from dha_pipeline.errors import DhaError
-from dha_pipeline.recipe import SPLITS
+from dha_pipeline.choices import SPLITS
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test", "classes")
 

@@ -412,6 +412,14 @@ class StreamedSplit:
             yield to_nchw(pixels.to(self.device, non_blocking=True)), labels.to(self.device, non_blocking=True)
 
 
+def file_source(data: PreparedData, split: str) -> FileSource:
+    """The streamed split `split` of prepared data (a file index, not pixels)."""
+    source = data.sources[split]
+    if not isinstance(source, FileSource):
+        raise TypeError(f"split '{split}' is held in memory, not streamed")
+    return source
+
+
 class StreamTraining:
     """The training source of streamed data (data/training.py): each rank reads its DistributedSampler shard
     of the train files through one persistent DataLoader (decode, random resized crop, flip in the workers),
@@ -423,7 +431,7 @@ class StreamTraining:
                  processes: int) -> None:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
         workers = recipe.data.workers if recipe.data.workers >= 0 else auto_workers(local)
-        sources = {split: replace(data.sources[split], workers=workers, skip_bad=recipe.data.skip_bad)
+        sources = {split: replace(file_source(data, split), workers=workers, skip_bad=recipe.data.skip_bad)
                    for split in ("train", "val")}
         self.plan = BatchPlan.of(recipe.train.batch_size, len(sources["train"]), processes)
         self.val, self.val_size = StreamedSplit(sources["val"].shard(process, processes), device), len(sources["val"])

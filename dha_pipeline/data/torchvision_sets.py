@@ -11,7 +11,7 @@ import numpy as np
 
 from dha_pipeline.data.source import ImageFiles, SourceData, SourceSplit, array_fingerprint, check_labels
 from dha_pipeline.errors import DhaError
-from dha_pipeline.recipe import SPLITS
+from dha_pipeline.choices import SPLITS
 
 
 def _open(factory, root: str, download: bool, **kwargs):  # type: ignore[no-untyped-def]

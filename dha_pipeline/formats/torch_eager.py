@@ -26,9 +26,9 @@ def read_child(path: Path) -> dict[str, Any]:
     from dha_pipeline.checkpoint import load_checkpoint
 
     state = load_checkpoint(path)
-    if not CHILD_KEYS <= set(state):
+    if not CHILD_KEYS <= set(state) or "name" not in state["info"]:
         raise DhaError(f"'{path}' is not a derived child network of this dha version",
-                       "pass runs/<name>/derived/child.pt (written by `dha derive`)")
+                       "pass runs/<name>/derived/child.pt (written by `dha derive`; rerun it for an older run)")
     return state
 
 

@@ -1,3 +1,4 @@
-"""The search stage: one training loop (`loop`) and its learners, one per concept of the method:
-the architecture (`architecture`), the augmentation policy (`policy`) and the hyper-parameters
-(`hyper`); what it hands to derive (`result`) and its resume checkpoints (`checkpoint`)."""
+"""The search stage: one training loop (`loop`) and its learners behind one protocol (`learner`), one per
+concept of the method: the architecture b (`architecture`), the augmentation policy tau (`policy`), the
+augmented share p (`fraction`) and the hyper-parameters eta (`hyper`); the stage's work and outputs
+(`run`, `observe`) and what it hands to derive (`result`)."""

@@ -65,7 +65,9 @@ class FractionLearner(Learner):
     name = "p"
     log = "hparams"
 
-    def __init__(self, settings: AugmentConfig, global_batch: int = 0, device: torch.device | None = None) -> None:
+    def __init__(self, settings: AugmentConfig, global_batch: int, device: torch.device | None = None) -> None:
+        """`global_batch`: samples of one step over all ranks (what the per-sample means of g_aug and g_clean
+        divide by)."""
         self.global_batch, self.device = global_batch, device or torch.device("cpu")
         self.share_of_step = EVERY_SAMPLE
         self.aug_grads: Grads | None = None

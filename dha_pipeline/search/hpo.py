@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dha_pipeline.recipe import Estimator
+from dha_pipeline.choices import Estimator
 from dha_pipeline.settings import choices_of
 
 ESTIMATORS: tuple[Estimator, ...] = choices_of(Estimator)

@@ -68,6 +68,8 @@ class SearchRun:
         augment = recipe.augment
         self.base_augment = BaseAugment(augment.crop_padding, augment.hflip and not self.source.flips, augment.cutout,
                                         augment.trivial_augment)
+        if recipe.search.max_latency_ms and latency is None:
+            raise ValueError("a latency budget is tested on a latency table: pass it (latency.prepared_table)")
         self.cost = child_cost(self.space, recipe.model, self.shape, latency)
         self.build(self.components if self.mode != "sequential" else {"nas"})
         torch.manual_seed(rank_seed(recipe.seed, self.rank))  # drop-path masks differ per rank from here on

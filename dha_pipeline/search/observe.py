@@ -14,7 +14,7 @@ from dha_pipeline.layout import SEARCH_LOGS, RunLayout
 from dha_pipeline.metrics import write_csv
 from dha_pipeline.report import plots
 from dha_pipeline.search.learner import Learner
-from dha_pipeline.search.policy import PolicyLearner
+from dha_pipeline.search.policy import NoPolicy, PolicyLearner
 from dha_pipeline.spaces.base import DecisionPoint, SearchSpace
 
 
@@ -57,7 +57,7 @@ def write_logs(layout: RunLayout, history: list[dict[str, Any]], logs: dict[str,
 
 
 def write_plots(layout: RunLayout, history: list[dict[str, Any]], logs: dict[str, list[dict[str, Any]]],
-                policy: Learner, space: SearchSpace, points: list[DecisionPoint],
+                policy: PolicyLearner | NoPolicy, space: SearchSpace, points: list[DecisionPoint],
                 genotype: dict[str, Any]) -> list[Path]:
     """Every search plot whose data exists; returns the paths written."""
     if not is_main_process():
@@ -67,10 +67,10 @@ def write_plots(layout: RunLayout, history: list[dict[str, Any]], logs: dict[str
     if logs.get("hparams"):
         written.append(layout.plot("hparams"))
         plots.hyperparameter_trajectories(logs["hparams"], written[-1])
-    if isinstance(policy, PolicyLearner):
+    heatmap = policy.heatmap()
+    if heatmap is not None:
         written.append(layout.plot("policy_heatmap"))
-        plots.policy_heatmap(policy.probabilities(), policy.op_names, written[-1],
-                             f"augmentation policy (entropy {policy.entropy():.2f} nats)")
+        plots.policy_heatmap(*heatmap[:2], written[-1], heatmap[2])
     if logs.get("arch"):
         written.append(layout.plot("arch_weights"))
         op_names, history_by_group = arch_history(logs["arch"], points)

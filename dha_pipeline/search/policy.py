@@ -82,6 +82,10 @@ class PolicyLearner(Learner):
         """The `top` most probable pairs as {"op1+op2": probability}."""
         return self.policy.as_dict(top)
 
+    def heatmap(self) -> tuple[np.ndarray, list[str], str] | None:
+        """What the policy heatmap plots: the K x K pair probabilities, the op names, a title."""
+        return self.probabilities(), self.op_names, f"augmentation policy (entropy {self.entropy():.2f} nats)"
+
     def probabilities(self) -> np.ndarray:
         """The K x K pair probabilities (rows: first op)."""
         k = self.policy.num_ops
@@ -128,6 +132,10 @@ class NoPolicy(Learner):
         """The training loss."""
         return loss
 
-    def top_pairs(self) -> None:
+    def top_pairs(self, top: int = TOP_PAIRS_REPORTED) -> dict[str, float] | None:
         """No policy to report."""
+        return None
+
+    def heatmap(self) -> tuple[np.ndarray, list[str], str] | None:
+        """No policy to plot."""
         return None

@@ -70,11 +70,11 @@ def run_search(recipe: Recipe, data: PreparedData, *, resume: bool = False,
     bad_files = sorted({path for paths in gather_objects(run.source.bad_files) for path in paths})
     plots = observe.write_plots(layout, run.history, run.logs, run.policy, run.space,
                                 run.space.decision_points(recipe.model), genotype.to_dict())
-    warnings = []
-    if replicas is not None and not replicas["shared_parts_agree"]:
+    warnings = []  # rank 0's: the other processes print nothing but errors
+    if is_main_process() and replicas is not None and not replicas["shared_parts_agree"]:
         warnings.append(f"the {run.world} processes ended with different {', '.join(replicas['disagree'])}; rank 0's "
                         f"model is kept (see 'replicas' in {layout.summary})")
-    if bad_files:
+    if is_main_process() and bad_files:
         warnings.append(f"{len(bad_files)} unreadable training image(s) were skipped (data.skip_bad), first "
                         f"'{bad_files[0]}'; all are listed under 'bad_files' in {layout.summary}")
     if is_main_process():

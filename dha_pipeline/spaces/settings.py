@@ -2,8 +2,8 @@
 
 Each space declares its own settings as a dataclass deriving from `ModelSettings`, in its package's
 `settings.py` (no torch there: a recipe is validated before anything heavy is imported), and checks
-the rules across its keys in `validate`. Users write every key under `[model]`, as before; a key the
-chosen space does not have is the usual unknown-key error with the closest valid key.
+the rules across its keys in `validate`. Users write every key under `[model]`; a key the chosen space
+does not have (another space's key included) is the usual unknown-key error with the closest valid key.
 """
 
 from __future__ import annotations
