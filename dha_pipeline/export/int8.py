@@ -14,8 +14,8 @@ from typing import Any
 from dha_pipeline.data.batches import BatchSource
 from dha_pipeline.errors import CheckFailed
 from dha_pipeline.formats.base import CPU
-from dha_pipeline.formats.onnx_int8 import QUANTIZATION
-from dha_pipeline.formats.registry import FORMATS
+from dha_pipeline.formats.onnx import ONNX
+from dha_pipeline.formats.onnx_int8 import ONNX_INT8, QUANTIZATION
 from dha_pipeline.scoring import split_logits
 
 FEW_CALIBRATION_IMAGES = 300
@@ -45,9 +45,9 @@ class Int8Check:
 def check_int8(fp32: Path, int8: Path, val: BatchSource, mean: list[float], std: list[float], classes: int,
                calibration_images: int) -> Int8Check:
     """Both ONNX models on every image of the validation split `val` (onnxruntime, CPU)."""
-    reference, labels = split_logits(FORMATS["onnx"].load(fp32, CPU), val, mean, std, classes,
+    reference, labels = split_logits(ONNX.load(fp32, CPU), val, mean, std, classes,
                                       description="int8 gate: fp32 on val")
-    quantized, _ = split_logits(FORMATS["onnx_int8"].load(int8, CPU), val, mean, std, classes,
+    quantized, _ = split_logits(ONNX_INT8.load(int8, CPU), val, mean, std, classes,
                                 description="int8 gate: int8 on val")
     return Int8Check(float((reference.argmax(1) == labels).mean()), float((quantized.argmax(1) == labels).mean()),
                      float((reference.argmax(1) == quantized.argmax(1)).mean()), int(len(labels)),
