@@ -42,6 +42,11 @@ def search_rows(data: dict[str, Any]) -> Rows:
             **data["network"], "child params / MACs": f"{data['params']:,} / {data['macs']:,}"}
     if "predicted_latency_ms" in data:
         rows["child predicted latency"] = f"{data['predicted_latency_ms']:.2f} ms (batch 1, onnxruntime)"
+    if "target" in data:
+        target = data["target"]
+        rows[f"{target['metric']} target"] = (f"child {target['child']:,.6g} of {target['target']:,.6g} "
+                                              f"({target['ratio']:.1%}; band from {target['low']:,.6g}: "
+                                              f"{'in band' if target['in_band'] else 'OUT of band'})")
     rows["seconds"] = f"{data['seconds']:.1f}"
     augment = hyper.get("augment")
     if augment:

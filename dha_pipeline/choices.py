@@ -22,6 +22,8 @@ Precision = Literal["fp32", "bf16"]
 Switch = Literal["auto", "on", "off"]
 CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
 Channels = Literal["auto", "1", "3"]
+ArchInit = Literal["random", "known"]
+TargetMetric = Literal["none", "params", "macs", "latency"]
 
 SPLITS: tuple[Split, ...] = get_args(Split)
 """The three splits, in order."""

@@ -17,8 +17,8 @@ from typing import Any
 
 import tomli_w
 
-from dha_pipeline.choices import (AugmentForm, Channels, Component, CompileMode, Device, Estimator, FractionData, Mode,
-                                  Precision, Split, Storage, Switch)
+from dha_pipeline.choices import (ArchInit, AugmentForm, Channels, Component, CompileMode, Device, Estimator,
+                                  FractionData, Mode, Precision, Split, Storage, Switch, TargetMetric)
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_json, write_text
 from dha_pipeline.formats.registry import WRITABLE
@@ -112,6 +112,16 @@ class SearchConfig:
     sparsity: float = setting(0.1, low=0.0, high=10.0, help="lambda of the LASSO recovery")
     freeze_threshold: float = setting(0.02, low=0.0, high=100.0, help="freeze a node when ||x_new - x|| <= this")
     arch_lr: float = setting(0.03, low=0.0, high=10.0, help="Adam learning rate of the codes b")
+    init: ArchInit = setting("random", help="where the codes start: a random architecture, or the known design "
+                                            "(model.genotype)")
+    warmup_epochs: int = setting(0, low=0, high=10_000, help="epochs before the search in which every batch trains a "
+                                                            "uniformly drawn architecture (the codes wait)")
+    target: TargetMetric = setting("none", help="a cost the child is chosen to reach: params, macs or latency "
+                                                "(batch-1 ms from the latency table)")
+    target_value: float = setting(0.0, low=0.0, high=10**13, help="the target; 0 = the cost of the known design "
+                                                                  "(model.genotype) at this recipe's size")
+    target_band: float = setting(0.0, low=0.0, high=0.9, help="the child's cost lies in [(1 - band) T, T]; "
+                                                              "0 = 0.05 (params, macs) or 0.10 (latency)")
     max_params: int = setting(0, low=0, high=10**10, help="0 = no parameter budget")
     max_macs: int = setting(0, low=0, high=10**13, help="0 = no MAC budget")
     max_latency_ms: float = setting(0.0, low=0.0, high=10**6,
@@ -120,6 +130,11 @@ class SearchConfig:
     latency_threads: int = setting(1, low=1, high=1024, help="onnxruntime threads the latency table is measured on")
     latency_runs: int = setting(50, low=1, high=100_000, help="timed batch-1 runs per block (median)")
     budget_minutes: float = setting(0.0, low=0.0, high=10**6, help="0 = epochs only; else stop after this")
+
+    @property
+    def needs_latency_table(self) -> bool:
+        """Is a child's predicted latency tested (a latency budget or target)?"""
+        return bool(self.max_latency_ms) or self.target == "latency"
 
 
 @dataclass

@@ -64,7 +64,7 @@ def smoke_recipe(recipe: Recipe, classes: int | None = None) -> Recipe:
                        storage="memory")  # the synthetic npz is held in memory; streaming has its own tests
     raw["train"].update(epochs=1, batch_size=BATCH_SIZE, eval_batch_size=SPLIT_SIZES["val"], warmup_epochs=0,
                         checkpoint_every_steps=0)
-    raw["search"].update(search_epochs=1, budget_minutes=0.0, latency_runs=5,
+    raw["search"].update(search_epochs=1, warmup_epochs=0, budget_minutes=0.0, latency_runs=5,
                          latency_table=str(layout.own_latency_table))
     raw["augment"].update(fraction_every=1)
     raw["export"].update(parity_samples=SPLIT_SIZES["val"])

@@ -169,7 +169,7 @@ def search(recipe: Recipe, *, force: bool = False, resume: bool = False) -> Stag
         data = load_cache(layout.cache, ("train", "val"))
         shape = DataShape(len(data.classes), data.channels, data.image_size)
         space = get_space(recipe.model.space)
-        latency = prepared_table(recipe, space, shape) if recipe.search.max_latency_ms else None
+        latency = prepared_table(recipe, space, shape) if recipe.search.needs_latency_table else None
         outcome = run_search(recipe, data, resume=resume, latency=latency)
         warnings += outcome.warnings
         return current(outcome.resumed_from)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -13,6 +14,10 @@ import torch
 from PIL import Image
 
 from cli.main import main
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker, in its subprocesses too: no oversubscription
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 TINY_RECIPE = """
 name = "tiny"

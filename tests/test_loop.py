@@ -316,3 +316,43 @@ def test_gpu_path_settings_train_like_the_reference(tmp_path: Path, digits8, fp3
     expected, actual = fp32_manual.history[-1], outcome.history[-1]
     assert actual["train_loss"] == pytest.approx(expected["train_loss"], rel=tolerance)
     assert math.isfinite(actual["val_loss"])
+
+
+def test_warmup_known_start_target_and_cap_run_and_resume_exactly(tmp_path: Path, digits8, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 27's settings together: two warm-up epochs (no recovery, b waits), a start at DARTS-V2, a params
+    target at DARTS-V2's cost and the cap on parameter-free ops; a run cut in the warm-up resumes exactly."""
+    search = {**DHA, "warmup_epochs": 2, "init": "known", "target": "params"}
+
+    def recipe(directory: Path) -> Recipe:
+        raw = _raw(directory, search, epochs=4)
+        raw["model"]["max_parameter_free"] = 2
+        return recipe_from_dict(raw)
+
+    reference = run_search(recipe(tmp_path / "ref"), digits8)
+    assert [row["phase"] for row in reference.history] == ["warmup", "warmup", "search", "train"]
+    layout = _layout(tmp_path / "ref")
+    arch_epochs = {int(row["epoch"]) for row in csv.DictReader(layout.log("arch").open())}
+    assert arch_epochs == {3}, "the codes are recovered only once the warm-up is over"
+    summary = json.loads(layout.summary.read_text())
+    target = summary["target"]
+    assert target["metric"] == "params" and target["in_band"] and target["child"] == summary["params"]
+    normal = reference.genotype.normal
+    assert sum(op in ("skip_connect", "max_pool_3x3", "avg_pool_3x3") for op, _ in normal) <= 2
+    calls = {"n": 0}
+    real_validate = loop.SearchRun.validate
+
+    def crash_in_second_epoch(self):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_validate(self)
+
+    monkeypatch.setattr(loop.SearchRun, "validate", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(recipe(tmp_path / "cut"), digits8)
+    monkeypatch.setattr(loop.SearchRun, "validate", real_validate)
+    resumed = run_search(recipe(tmp_path / "cut"), digits8, resume=True)
+    assert resumed.resumed_from == "epoch 2, step 0"
+    expected, actual = _weights(reference.checkpoint), _weights(resumed.checkpoint)
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    assert resumed.genotype == reference.genotype

@@ -103,9 +103,10 @@ def one_step_weights(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, support:
 
 
 class NodeCode(nn.Module):
-    """One decision point's A (fixed), code b (learned), last accepted x and frozen flag.
+    """One decision point's A (fixed), code b (learned), last accepted x, kept support and frozen flag.
 
-    The support is derived from x_last; it and the frozen flag are mirrored in
+    The support starts as the largest entries of x0 and then is whatever the recovery chose (the largest
+    |x| under the recipe's target and caps, search/selection.py); it and the frozen flag are mirrored in
     Python so that a forward pass needs no device synchronization.
     """
 
@@ -118,17 +119,16 @@ class NodeCode(nn.Module):
         self.register_buffer("x_last", x0.clone())
         self.register_buffer("frozen", torch.tensor(False))
         self.register_buffer("last_drift", torch.tensor(math.inf))
-        self.register_buffer("support_index", torch.zeros(keep, dtype=torch.long), persistent=False)
+        support = select_support(x0, self.num_inputs, num_ops, keep)
+        self.register_buffer("support_index", torch.tensor(support_index(support, num_ops), dtype=torch.long))
         self.support: Support = []
         self.is_frozen = False
         self._sync()
         self.register_load_state_dict_post_hook(lambda module, _keys: module._sync())
 
     def _sync(self) -> None:
-        """Re-derive the support and the Python-side frozen flag from the buffers."""
-        self.support = select_support(self.x_last, self.num_inputs, self.num_ops, self.keep)
-        index = torch.tensor(support_index(self.support, self.num_ops), dtype=torch.long)
-        self.support_index.copy_(index)
+        """Re-derive the Python-side support and frozen flag from the buffers."""
+        self.support = [(int(i) // self.num_ops, int(i) % self.num_ops) for i in self.support_index.cpu()]
         self.is_frozen = bool(self.frozen)
         self.b.requires_grad_(not self.is_frozen)
         if self.is_frozen:
@@ -146,12 +146,13 @@ class NodeCode(nn.Module):
         return x.to(self.x_last.device)
 
     @torch.no_grad()
-    def commit(self, x_new: torch.Tensor, accept: bool) -> None:
-        """Record ||x_new - x_last||; adopt x_new only if accepted."""
+    def commit(self, x_new: torch.Tensor, support: Support, accept: bool) -> None:
+        """Record ||x_new - x_last||; adopt x_new and its chosen support only if accepted."""
         x_new = x_new.to(self.x_last)
         self.last_drift.copy_(torch.linalg.vector_norm(x_new - self.x_last))
         if accept:
             self.x_last.copy_(x_new)
+            self.support_index.copy_(torch.tensor(support_index(support, self.num_ops), dtype=torch.long))
             self._sync()
 
     def freeze(self) -> None:
@@ -164,15 +165,17 @@ class ArchCode(nn.Module):
     """The codes of every decision point of a space, seeded identically on every rank.
 
     Initialization: the point at position p (in `points` order) draws A from seed `seed * len(points)
-    + p`. x0 is a valid random architecture: `keep` distinct random inputs, one random op each, all at
-    value `init_scale`; b = A x0 and x_last = x0. So b exactly encodes x_last, the first epoch trains
-    a uniformly random support, and its one-step weights start at exactly `init_scale` (the residual
-    is zero). The default 1.0 gives every op the unit scale of a freshly initialized BatchNorm
-    (gamma = 1), the scale the derived network starts from, and suits the recipe's default lambda
-    (0.1) and freeze threshold (0.02).
+    + p`. x0 is a valid architecture, all at value `init_scale`: `start[key]` where given (a known
+    design), else `keep` distinct random inputs with one random op each; b = A x0 and x_last = x0. So
+    b exactly encodes x_last, the first epoch trains that support, and its one-step weights start at
+    exactly `init_scale` (the residual is zero). The default 1.0 gives every op the unit scale of a
+    freshly initialized BatchNorm (gamma = 1), the scale the derived network starts from, and suits
+    the recipe's default lambda (0.1) and freeze threshold (0.02). The random draws are made either
+    way, so A and the random supports do not depend on `start`.
     """
 
-    def __init__(self, points: list[DecisionPoint], seed: int, init_scale: float = 1.0) -> None:
+    def __init__(self, points: list[DecisionPoint], seed: int, init_scale: float = 1.0,
+                 start: dict[PointKey, Support] | None = None) -> None:
         super().__init__()
         self.seed = seed
         self.points = list(points)
@@ -186,7 +189,10 @@ class ArchCode(nn.Module):
             inputs = torch.randperm(point.num_inputs, generator=generator)[:point.keep]
             ops = torch.randint(num_ops, (point.keep,), generator=generator)
             x0 = torch.zeros(point.size)
-            x0[inputs * num_ops + ops] = init_scale
+            if start is not None:
+                x0[support_index(start[point.key], num_ops)] = init_scale
+            else:
+                x0[inputs * num_ops + ops] = init_scale
             groups.setdefault(point.group, []).append(NodeCode(A, x0, num_ops, point.keep))
         self.groups = nn.ModuleDict({group: nn.ModuleList(nodes) for group, nodes in groups.items()})
 
@@ -206,14 +212,16 @@ class ArchCode(nn.Module):
         """FISTA proposals for every unfrozen point; nothing changes until `commit`."""
         return {key: node.recover(lam, max_iter, tol) for key, node in self.nodes() if not node.is_frozen}
 
-    def commit(self, proposals: dict[PointKey, torch.Tensor], accept: bool) -> None:
-        """Record each proposal's drift; adopt the proposals only if `accept` (the budget test passed).
+    def commit(self, proposals: dict[PointKey, torch.Tensor], supports: dict[PointKey, Support],
+               accept: bool) -> None:
+        """Record each proposal's drift; adopt the proposals and their chosen supports only if `accept`
+        (the budget test passed).
 
-        A rejected round keeps x_last (and so the support); its drifts still count for freezing,
-        which then fixes the point at the kept x_last.
+        A rejected round keeps x_last and the support; its drifts still count for freezing, which then
+        fixes the point at the kept x_last.
         """
         for key, x_new in proposals.items():
-            self.node(key).commit(x_new, accept)
+            self.node(key).commit(x_new, supports[key], accept)
 
     def update_freezing(self, threshold: float) -> list[PointKey]:
         """Freeze every unfrozen point whose last drift ||x_new - x_last|| <= threshold; returns those."""
@@ -230,8 +238,6 @@ class ArchCode(nn.Module):
         """Last measured ||x_new - x_last|| per point as {'normal/0': ...} (inf before the first recovery)."""
         return {f"{group}/{index}": float(node.last_drift) for (group, index), node in self.nodes()}
 
-    def supports(self, proposals: dict[PointKey, torch.Tensor] | None = None) -> dict[PointKey, Support]:
-        """Each point's support: of x_last, or of its proposal where given (the budget test before commit)."""
-        proposals = proposals or {}
-        return {key: (select_support(proposals[key], node.num_inputs, node.num_ops, node.keep)
-                      if key in proposals else list(node.support)) for key, node in self.nodes()}
+    def supports(self) -> dict[PointKey, Support]:
+        """Each point's kept support."""
+        return {key: list(node.support) for key, node in self.nodes()}

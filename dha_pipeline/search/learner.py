@@ -3,9 +3,10 @@
 eta (search/hyper.py), tau (search/policy.py), p (search/fraction.py) and b (search/architecture.py)
 are `Learner`s: the loop zeroes, steps, checkpoints, logs and fingerprints them in one loop over the
 four, without knowing which is which. A component that is switched off is an inert learner (the
-default hooks below do nothing), never `None`. A step calls, in this order: `zero_grad`, then (after
-the forward pass) `before_backward`, then (after the backward pass and the gradient reduction) `step`,
-then, after theta's step, `after_theta_step`. Each epoch ends with `end_of_epoch`.
+default hooks below do nothing), never `None`. A step calls, in this order: `start_step` (before
+anything of the step runs), `zero_grad`, then (after the forward pass) `before_backward`, then (after
+the backward pass and the gradient reduction) `step`, then, after theta's step, `after_theta_step`.
+Each epoch ends with `end_of_epoch`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class Learner:
     def parameters(self) -> list[torch.Tensor]:
         """What the training backward pass gives gradients to (reduced over ranks with theta's)."""
         return []
+
+    def start_step(self, index: int) -> None:
+        """Before the step of index `index` (in the whole run) draws or computes anything."""
 
     def zero_grad(self) -> None:
         """Drop the gradients of `parameters()` before the backward pass."""

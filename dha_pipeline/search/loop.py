@@ -44,7 +44,7 @@ from dha_pipeline.search.random_state import restore_streams, stream_state
 from dha_pipeline.spaces.base import DataShape, Genotype
 from dha_pipeline.spaces.registry import get_space
 
-CHECKPOINT_FORMAT = 5
+CHECKPOINT_FORMAT = 6
 BAR_COLUMNS = ("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f} lr {task.fields[lr]:.2e} "
                "wd {task.fields[wd]:.1e} frozen {task.fields[frozen]}")
 
@@ -68,8 +68,10 @@ class SearchRun:
         augment = recipe.augment
         self.base_augment = BaseAugment(augment.crop_padding, augment.hflip and not self.source.flips, augment.cutout,
                                         augment.trivial_augment)
-        if recipe.search.max_latency_ms and latency is None:
-            raise ValueError("a latency budget is tested on a latency table: pass it (latency.prepared_table)")
+        if recipe.search.needs_latency_table and latency is None:
+            raise ValueError("a latency budget or target is tested on a latency table: pass it "
+                             "(latency.prepared_table)")
+        self.latency = latency
         self.cost = child_cost(self.space, recipe.model, self.shape, latency)
         self.build(self.components if self.mode != "sequential" else {"nas"})
         torch.manual_seed(rank_seed(recipe.seed, self.rank))  # drop-path masks differ per rank from here on
@@ -86,7 +88,7 @@ class SearchRun:
         recipe, space, model, device = self.recipe, self.space, self.recipe.model, self.device
         if "nas" in components:
             self.arch: ArchitectureLearner | FixedArchitecture = ArchitectureLearner(
-                space, model, self.shape, recipe.search, recipe.seed, device, self.cost)
+                space, model, self.shape, recipe.search, recipe.seed, device, self.cost, self.latency)
         else:
             name = space.default_genotype if model.genotype == "auto" else model.genotype
             genotype = genotype or space.known_genotype(name, model)
@@ -109,6 +111,8 @@ class SearchRun:
         """One joint step on this rank's part of the batch (uint8 NCHW on the device); (loss, accuracy) as
         device scalars."""
         index = self.epoch * self.plan.steps_per_epoch + self.step_in_epoch
+        for learner in self.learners:
+            learner.start_step(index)
         images = self.base_augment(to_unit(images), self.generator)
         share = self.fraction.share(len(labels), index, self.generator)
         images, drawn = self.policy.augment(images, share, self.generator)

@@ -57,14 +57,16 @@ def search_result(run: SearchRun) -> SearchResult:
 def run_search(recipe: Recipe, data: PreparedData, *, resume: bool = False,
                latency: LatencyTable | None = None) -> SearchOutcome:
     """Run (or continue) the recipe's search/training; writes only under runs/<name>/. `latency` is the
-    latency table a latency budget is tested on."""
+    latency table a latency budget or target is tested on."""
     run = SearchRun(recipe, data, latency)
     resumed_from = None
     if resume and run.restore():
         resumed_from = f"epoch {run.epoch + 1}, step {run.step_in_epoch}"
     run.run()
     genotype = run.arch.genotype()
-    params, macs, latency_ms = run.cost(genotype)
+    cost = run.cost(genotype)
+    params, macs, latency_ms = cost
+    target = run.arch.target_report(cost)
     layout = run.layout
     replicas = compare(gather_objects(fingerprints(run.replica_parts()))) if run.world > 1 else None
     bad_files = sorted({path for paths in gather_objects(run.source.bad_files) for path in paths})
@@ -85,6 +87,7 @@ def run_search(recipe: Recipe, data: PreparedData, *, resume: bool = False,
                    {"space": result.space, "mode": run.mode, "components": result.components, "epochs": run.epoch,
                     "phase": run.arch.phase.value, "params": params, "macs": macs,
                     **({} if latency_ms is None else {"predicted_latency_ms": latency_ms}),
+                    **({} if target is None else {"target": target}),
                     **({} if replicas is None else {"replicas": replicas}),
                     **({"bad_files": bad_files} if bad_files else {}), "genotype": result.genotype,
                     "hyperparameters": result.hyperparameters, "da_policy": result.da_policy,

@@ -55,6 +55,16 @@ class DecisionPoint:
 
 
 @dataclass(frozen=True)
+class OpCap:
+    """At most `limit` of the ops named `ops` among the supports of the decision points of `group` (for
+    example: at most 2 parameter-free ops in the normal cell), enforced where supports are chosen."""
+
+    group: str
+    ops: tuple[str, ...]
+    limit: int
+
+
+@dataclass(frozen=True)
 class DataShape:
     """What the data fixes about a network: classes, image channels and side."""
 
@@ -128,6 +138,15 @@ class SearchSpace(Protocol):
 
     def genotype(self, supports: dict[PointKey, Support]) -> Genotype:
         """The genotype whose decision points keep `supports`."""
+        ...
+
+    def supports(self, genotype: Genotype) -> dict[PointKey, Support]:
+        """Inverse of `genotype`: the (input, op) pairs every decision point keeps in `genotype` (how the
+        search starts at a known design)."""
+        ...
+
+    def op_caps(self, model: ModelSettings) -> list[OpCap]:
+        """Limits on how many of some ops the searched supports may keep (empty: none)."""
         ...
 
     def genotype_from_dict(self, raw: dict[str, Any]) -> Genotype:

@@ -77,6 +77,12 @@ class ToySpace:
     def genotype(self, supports: dict[PointKey, Support]) -> ToyGenotype:
         return ToyGenotype(KERNELS[supports[POINT][0][1]])
 
+    def supports(self, genotype: ToyGenotype) -> dict[PointKey, Support]:
+        return {POINT: [(0, KERNELS.index(genotype.kernel))]}
+
+    def op_caps(self, model: Any) -> list[Any]:
+        return []
+
     def genotype_from_dict(self, raw: dict[str, Any]) -> ToyGenotype:
         if raw.get("kernel") not in KERNELS:
             raise DhaError(f"toy genotype {raw} has no kernel of {KERNELS}")

@@ -18,6 +18,8 @@ class DartsSettings(ModelSettings):
     auxiliary: bool = setting(False, help="an auxiliary classifier head during training")
     auxiliary_weight: float = setting(0.4, low=0.0, high=10.0, help="weight of the auxiliary head's loss")
     drop_path: float = setting(0.0, low=0.0, high=0.9, help="drop-path probability during training")
+    max_parameter_free: int = setting(-1, low=-1, high=8, help="the search keeps at most this many parameter-free "
+                                                                "ops (pools, skip) in the normal cell; -1 = no cap")
 
     @property
     def auxiliary_loss_weight(self) -> float:

@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from dha_pipeline.errors import DhaError
-from dha_pipeline.spaces.base import ArchWeights, DataShape, DecisionPoint, LatencyBlock, PointKey, Support
+from dha_pipeline.spaces.base import ArchWeights, DataShape, DecisionPoint, LatencyBlock, OpCap, PointKey, Support
 from dha_pipeline.spaces.darts.fold import child_from_supernet, genotype_from_supports
 from dha_pipeline.spaces.darts.genotype import Genotype, known_genotype
 from dha_pipeline.spaces.darts.network import DartsNetwork, NetworkConfig
@@ -22,6 +22,8 @@ FIRST_NODE = 2
 """States 0 and 1 are the cell's inputs; intermediate node i is state 2 + i and reads states 0..1+i."""
 KEEP_EDGES = 2
 CODE_SIZE = 7
+PARAMETER_FREE = ("max_pool_3x3", "avg_pool_3x3", "skip_connect")
+"""The candidate ops without weights, which a cap can limit in the normal cell."""
 
 
 class DartsSpace:
@@ -50,6 +52,23 @@ class DartsSpace:
     def genotype(self, supports: dict[PointKey, Support]) -> Genotype:
         """Each node's kept (input, op) pairs as a DARTS genotype."""
         return genotype_from_supports(supports)
+
+    def supports(self, genotype: Genotype) -> dict[PointKey, Support]:
+        """Each node's two (input, op) pairs in `genotype`, sorted by input."""
+        supports: dict[PointKey, Support] = {}
+        for cell_type in CELL_TYPES:
+            edges = getattr(genotype, cell_type)
+            for node in range(NODES):
+                pairs = sorted((source, PRIMITIVES.index(op)) for op, source in edges[2 * node:2 * node + 2])
+                if len({source for source, _ in pairs}) != KEEP_EDGES:
+                    raise DhaError(f"node {node} of the {cell_type} cell reads one input twice, which the search "
+                                   "cannot start from", "start from another genotype, or search.init = \"random\"")
+                supports[(cell_type, node)] = pairs
+        return supports
+
+    def op_caps(self, model: DartsSettings) -> list[OpCap]:
+        """At most `model.max_parameter_free` parameter-free ops (pools, skip) in the normal cell."""
+        return [] if model.max_parameter_free < 0 else [OpCap("normal", PARAMETER_FREE, model.max_parameter_free)]
 
     def genotype_from_dict(self, raw: dict[str, Any]) -> Genotype:
         """A validated genotype from its JSON form."""

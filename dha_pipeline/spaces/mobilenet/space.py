@@ -8,9 +8,9 @@ from typing import Any
 
 from torch import nn
 
-from dha_pipeline.spaces.base import ArchWeights, DataShape, DecisionPoint, LatencyBlock, PointKey, Support
+from dha_pipeline.spaces.base import ArchWeights, DataShape, DecisionPoint, LatencyBlock, OpCap, PointKey, Support
 from dha_pipeline.spaces.mobilenet.backbone import Backbone
-from dha_pipeline.spaces.mobilenet.blocks import SKIP
+from dha_pipeline.spaces.mobilenet.blocks import MBCONV_CHOICES, SKIP
 from dha_pipeline.spaces.mobilenet.fold import child_from_supernet, genotype_from_supports
 from dha_pipeline.spaces.mobilenet.genotype import MobileGenotype, known_genotype
 from dha_pipeline.spaces.mobilenet.latency import network_blocks
@@ -53,6 +53,15 @@ class MobileNetSpace:
     def genotype(self, supports: dict[PointKey, Support]) -> MobileGenotype:
         """Each layer's kept choice."""
         return genotype_from_supports(supports)
+
+    def supports(self, genotype: MobileGenotype) -> dict[PointKey, Support]:
+        """Each layer's one choice in `genotype` (op indices as in `genotype_from_supports`)."""
+        names = MBCONV_CHOICES + (SKIP,)
+        return {(GROUP, index): [(0, names.index(choice))] for index, choice in enumerate(genotype.layers)}
+
+    def op_caps(self, model: MobileNetSettings) -> list[OpCap]:
+        """None: every layer chooses on its own."""
+        return []
 
     def genotype_from_dict(self, raw: dict[str, Any]) -> MobileGenotype:
         """A validated genotype from its JSON form."""
