@@ -21,7 +21,17 @@ from dha_pipeline.spaces.darts.supernet import CELL_TYPES, NODES, Supernet, Supe
 FIRST_NODE = 2
 """States 0 and 1 are the cell's inputs; intermediate node i is state 2 + i and reads states 0..1+i."""
 KEEP_EDGES = 2
-CODE_SIZE = 7
+
+
+def code_size(candidates: int) -> int:
+    """The length of a node's code b for its `candidates` (inputs x ops) entries of x: half of them plus 3
+    (10, 13, 17, 20 for nodes 0-3). With a fixed 7, the LASSO recovery of b = A x0, before any training,
+    kept the support of x0 for only 69-92 % of the nodes (worse for later nodes), so the first recovery
+    changed about a quarter of the decisions at random; at this size it keeps 99-100 %
+    (bench/recovery.py, docs/BENCHMARKS.md)."""
+    return candidates // 2 + 3
+
+
 PARAMETER_FREE = ("max_pool_3x3", "avg_pool_3x3", "skip_connect")
 """The candidate ops without weights, which a cap can limit in the normal cell."""
 
@@ -35,7 +45,8 @@ class DartsSpace:
 
     def decision_points(self, model: DartsSettings) -> list[DecisionPoint]:
         """Normal cell nodes 0..3, then reduction cell nodes 0..3 (the same for every `[model]`)."""
-        return [DecisionPoint(cell_type, node, FIRST_NODE + node, PRIMITIVES, KEEP_EDGES, CODE_SIZE)
+        return [DecisionPoint(cell_type, node, FIRST_NODE + node, PRIMITIVES, KEEP_EDGES,
+                              code_size((FIRST_NODE + node) * len(PRIMITIVES)))
                 for cell_type in CELL_TYPES for node in range(NODES)]
 
     def supernet(self, model: DartsSettings, shape: DataShape) -> Supernet:
