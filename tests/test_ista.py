@@ -172,7 +172,7 @@ def test_rejected_proposals_keep_x_last() -> None:
     arch = darts_code(0)
     with torch.no_grad():
         for _, node in arch.nodes():
-            node.b.add_(torch.randn(7, generator=torch.Generator().manual_seed(5)))
+            node.b.add_(torch.randn(node.b.shape, generator=torch.Generator().manual_seed(5)))
     kept = {key: node.x_last.clone() for key, node in arch.nodes()}
     genotype = SPACE.genotype(arch.supports())
     proposals = arch.recover(lam=0.1)
