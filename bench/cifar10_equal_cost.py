@@ -56,7 +56,12 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "no_warmup": ("nas_only", new_but("warmup")),
     "random_init": ("nas_only", new_but("init")),
     "no_cap": ("nas_only", new_but("cap")),
+    "manual_small": ("manual", []),
+    "manual_large": ("manual", []),
 }
+WIDTHS = {"manual_small": {"A": "model.init_channels=8", "B": "model.init_channels=8", "M": "model.width_mult=0.35"},
+          "manual_large": {"A": "model.init_channels=16", "B": "model.init_channels=16", "M": "model.width_mult=0.75"}}
+"""The hand design at other widths (the protocols' own: 12 channels, width 0.5): the line of the plot."""
 COLUMNS = ("protocol", "arm", "seed", "space", "val_top1", "top1", "params", "macs", "latency_ms", "target",
            "target_ratio", "in_band", "genotype", "train_clean_top1", "aug_fraction", "wall_s")
 
@@ -87,8 +92,10 @@ def run_arm(protocol: str, arm: str, seed: int, data: Path, work_dir: Path, extr
     variant, lines = ARMS[arm]
     if protocol == "M":
         lines = [line for line in lines if line != NEW["cap"]]
+    if arm in WIDTHS:
+        lines = [*lines, WIDTHS[arm][protocol]]
     arm_dir = work_dir / protocol / arm
-    row = run_one(recipe_path, variant, seed, [*overrides, *lines, *extra], arm_dir)
+    row = run_one(recipe_path, variant, seed, [*overrides, *extra, *lines], arm_dir)
     name = f"{recipe_path.stem}_{variant}_s{seed}"
     recipe = resolve_recipe(recipe_path, [*overrides, f"name={name}", f"runs_dir={json.dumps(str(arm_dir / 'runs'))}",
                                           f"exports_dir={json.dumps(str(arm_dir / 'exports'))}"])
