@@ -56,6 +56,7 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "no_warmup": ("nas_only", new_but("warmup")),
     "random_init": ("nas_only", new_but("init")),
     "no_cap": ("nas_only", new_but("cap")),
+    "uniform_warmup": ("nas_only", [*new_but(), "search.warmup_redraw=1.0"]),
     "manual_small": ("manual", []),
     "manual_large": ("manual", []),
 }

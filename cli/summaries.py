@@ -44,9 +44,9 @@ def search_rows(data: dict[str, Any]) -> Rows:
         rows["child predicted latency"] = f"{data['predicted_latency_ms']:.2f} ms (batch 1, onnxruntime)"
     if "target" in data:
         target = data["target"]
-        rows[f"{target['metric']} target"] = (f"child {target['child']:,.6g} of {target['target']:,.6g} "
-                                              f"({target['ratio']:.1%}; band from {target['low']:,.6g}: "
-                                              f"{'in band' if target['in_band'] else 'OUT of band'})")
+        child = "not measured" if target["child"] is None else f"{target['child']:,.6g} ({target['ratio']:.1%})"
+        rows[f"{target['metric']} target"] = (f"child {child} of {target['target']:,.6g}, band from "
+                                              f"{target['low']:,.6g}: {'in band' if target['in_band'] else 'OUT'}")
     rows["seconds"] = f"{data['seconds']:.1f}"
     augment = hyper.get("augment")
     if augment:

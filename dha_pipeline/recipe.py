@@ -114,8 +114,11 @@ class SearchConfig:
     arch_lr: float = setting(0.03, low=0.0, high=10.0, help="Adam learning rate of the codes b")
     init: ArchInit = setting("random", help="where the codes start: a random architecture, or the known design "
                                             "(model.genotype)")
-    warmup_epochs: int = setting(0, low=0, high=10_000, help="epochs before the search in which every batch trains a "
-                                                            "uniformly drawn architecture (the codes wait)")
+    warmup_epochs: int = setting(0, low=0, high=10_000, help="epochs before the search in which every batch trains "
+                                                            "randomly drawn candidates (the codes wait)")
+    warmup_redraw: float = setting(0.25, low=0.0, high=1.0, help="in a warm-up step, the chance that a decision point "
+                                                                 "runs a uniformly drawn support instead of the codes' "
+                                                                 "current one (1 = all uniform)")
     target: TargetMetric = setting("none", help="a cost the child is chosen to reach: params, macs or latency "
                                                 "(batch-1 ms from the latency table)")
     target_value: float = setting(0.0, low=0.0, high=10**13, help="the target; 0 = the cost of the known design "

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli.summaries import search_rows
 from dha_pipeline.data.cache import build_dataset, save_cache
 from dha_pipeline.derive import derive_child
 from dha_pipeline.errors import DhaError
@@ -324,18 +325,19 @@ def test_warmup_known_start_target_and_cap_run_and_resume_exactly(tmp_path: Path
     search = {**DHA, "warmup_epochs": 2, "init": "known", "target": "params"}
 
     def recipe(directory: Path) -> Recipe:
-        raw = _raw(directory, search, epochs=4)
+        raw = _raw(directory, search, epochs=3)
         raw["model"]["max_parameter_free"] = 2
         return recipe_from_dict(raw)
 
     reference = run_search(recipe(tmp_path / "ref"), digits8)
-    assert [row["phase"] for row in reference.history] == ["warmup", "warmup", "search", "train"]
+    assert [row["phase"] for row in reference.history] == ["warmup", "warmup", "search"]
     layout = _layout(tmp_path / "ref")
     arch_epochs = {int(row["epoch"]) for row in csv.DictReader(layout.log("arch").open())}
     assert arch_epochs == {3}, "the codes are recovered only once the warm-up is over"
     summary = json.loads(layout.summary.read_text())
     target = summary["target"]
     assert target["metric"] == "params" and target["in_band"] and target["child"] == summary["params"]
+    assert "in band" in search_rows({**summary, "network": {}})["params target"], "the search table shows it"
     normal = reference.genotype.normal
     assert sum(op in ("skip_connect", "max_pool_3x3", "avg_pool_3x3") for op, _ in normal) <= 2
     calls = {"n": 0}

@@ -182,8 +182,22 @@ def test_the_search_can_start_at_the_known_design() -> None:
                                                                 learner(init="known").code.nodes(), strict=True))
 
 
+def test_warmup_redraw_zero_trains_the_current_support_and_a_share_redraws_some_points() -> None:
+    still = learner(warmup_epochs=1, warmup_redraw=0.0, init="known")
+    still.network.train()
+    mixed = learner(warmup_epochs=1, warmup_redraw=0.25, init="known")
+    mixed.network.train()
+    redrawn = 0
+    for index in range(20):
+        still.start_step(index)
+        assert {k: [(e, o) for e, o, _ in a] for k, a in still.weights().items()} == still.code.supports()
+        mixed.start_step(index)
+        redrawn += sum([(e, o) for e, o, _ in a] != mixed.code.supports()[k] for k, a in mixed.weights().items())
+    assert 0.1 * 160 < redrawn < 0.35 * 160, "about a quarter of the 8 points x 20 steps run another support"
+
+
 def test_warmup_draws_uniform_architectures_while_the_codes_wait() -> None:
-    arch = learner(warmup_epochs=2)
+    arch = learner(warmup_epochs=2, warmup_redraw=1.0)
     codes = {key: node.b.detach().clone() for key, node in arch.code.nodes()}
     assert arch.phase is Phase.WARMUP and arch.parameters() == []
     arch.network.train()
@@ -196,7 +210,7 @@ def test_warmup_draws_uniform_architectures_while_the_codes_wait() -> None:
     assert all(len({e for e, _ in s}) == 2 for d in draws for s in d.values()), "distinct inputs per node"
     ops = {o for d in draws for s in d.values() for _, o in s}
     assert ops == set(range(len(PRIMITIVES))), "every op is drawn"
-    again = learner(warmup_epochs=2)
+    again = learner(warmup_epochs=2, warmup_redraw=1.0)
     again.start_step(7)
     assert {k: [(e, o) for e, o, _ in a] for k, a in again.weights().items()} == draws[7], "a function of seed, step"
     arch.network.eval()
@@ -206,7 +220,7 @@ def test_warmup_draws_uniform_architectures_while_the_codes_wait() -> None:
     arch.end_of_epoch(arch.network, 2)
     assert arch.phase is Phase.SEARCH and arch.parameters()
     assert all(torch.equal(node.b, codes[key]) for key, node in arch.code.nodes())
-    restored = learner(warmup_epochs=2)
+    restored = learner(warmup_epochs=2, warmup_redraw=1.0)
     restored.load_state_dict(arch.state_dict())
     assert restored.phase is Phase.SEARCH
     arch.end_of_epoch(arch.network, 3)

@@ -140,7 +140,7 @@ class ArchitectureLearner(Learner):
 
     def weights(self) -> ArchWeights:
         """The active candidates of every decision point and their weights (differentiable w.r.t. b); while
-        warming up in training mode, the step's drawn candidates at weight 1."""
+        warming up in training mode, the step's drawn candidates at weight 1 (the codes' start value)."""
         return self.drawn if self.warming and self.network.training else self.code.weights()
 
     def start_step(self, index: int) -> None:
@@ -151,13 +151,16 @@ class ArchitectureLearner(Learner):
                           for key, support in self.draw(index).items()}
 
     def draw(self, index: int) -> dict[PointKey, Support]:
-        """Uniformly random supports for step `index`: per point, `keep` distinct inputs with one op each."""
+        """The supports of warm-up step `index`: each point, with probability `search.warmup_redraw`, a uniformly
+        random one (`keep` distinct inputs with one op each), else the codes' current one."""
         generator = torch.Generator().manual_seed((self.seed << 32) + index)
+        current = self.code.supports()
         supports = {}
-        for point in self.points:
+        for point in self.points:  # every draw is made either way, so the stream does not depend on the coin
+            redraw = float(torch.rand((), generator=generator)) < self.settings.warmup_redraw
             inputs = torch.sort(torch.randperm(point.num_inputs, generator=generator)[:point.keep]).values
             ops = torch.randint(len(point.ops), (point.keep,), generator=generator)
-            supports[point.key] = list(zip(inputs.tolist(), ops.tolist()))
+            supports[point.key] = list(zip(inputs.tolist(), ops.tolist())) if redraw else current[point.key]
         return supports
 
     def parameters(self) -> list[torch.Tensor]:
