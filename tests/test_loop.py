@@ -192,8 +192,8 @@ def test_training_is_reproducible(tmp_path: Path, digits8) -> None:  # type: ign
     assert first.genotype == second.genotype
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, digits8, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    reference = run_search(_recipe(tmp_path / "ref", DHA), digits8)
+def _cut_in_second_epoch_then_resumed(recipe: Recipe, data, monkeypatch) -> SearchOutcome:  # type: ignore[no-untyped-def]
+    """Interrupt a run at its second validation (the checkpoint holds epoch 1), then resume it to the end."""
     calls = {"n": 0}
     real_validate = loop.SearchRun.validate
 
@@ -205,10 +205,15 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, dig
 
     monkeypatch.setattr(loop.SearchRun, "validate", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        run_search(_recipe(tmp_path / "cut", DHA), digits8)
-    assert load_checkpoint(_layout(tmp_path / "cut").checkpoint)["epoch"] == 1
+        run_search(recipe, data)
+    assert load_checkpoint(recipe.layout.checkpoint)["epoch"] == 1
     monkeypatch.setattr(loop.SearchRun, "validate", real_validate)
-    resumed = run_search(_recipe(tmp_path / "cut", DHA), digits8, resume=True)
+    return run_search(recipe, data, resume=True)
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, digits8, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    reference = run_search(_recipe(tmp_path / "ref", DHA), digits8)
+    resumed = _cut_in_second_epoch_then_resumed(_recipe(tmp_path / "cut", DHA), digits8, monkeypatch)
     assert resumed.resumed_from == "epoch 2, step 0"
     expected, actual = _weights(reference.checkpoint), _weights(resumed.checkpoint)
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
@@ -344,20 +349,7 @@ def test_warmup_known_start_target_and_cap_run_and_resume_exactly(tmp_path: Path
     assert "in band" in table["params target"], "the search table shows it"
     normal = reference.genotype.normal
     assert sum(op in ("skip_connect", "max_pool_3x3", "avg_pool_3x3") for op, _ in normal) <= 2
-    calls = {"n": 0}
-    real_validate = loop.SearchRun.validate
-
-    def crash_in_second_epoch(self):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_validate(self)
-
-    monkeypatch.setattr(loop.SearchRun, "validate", crash_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        run_search(recipe(tmp_path / "cut"), digits8)
-    monkeypatch.setattr(loop.SearchRun, "validate", real_validate)
-    resumed = run_search(recipe(tmp_path / "cut"), digits8, resume=True)
+    resumed = _cut_in_second_epoch_then_resumed(recipe(tmp_path / "cut"), digits8, monkeypatch)
     assert resumed.resumed_from == "epoch 2, step 0"
     expected, actual = _weights(reference.checkpoint), _weights(resumed.checkpoint)
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
