@@ -54,6 +54,7 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "dha_new": ("dha", new_but()),
     "no_target": ("nas_only", new_but("target")),
     "no_warmup": ("nas_only", new_but("warmup")),
+    "dha_no_warmup": ("dha", new_but("warmup")),
     "random_init": ("nas_only", new_but("init")),
     "no_cap": ("nas_only", new_but("cap")),
     "uniform_warmup": ("nas_only", [*new_but(), "search.warmup_redraw=1.0"]),
