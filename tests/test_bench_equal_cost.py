@@ -26,11 +26,11 @@ def test_each_ablation_arm_switches_exactly_one_new_setting_off(monkeypatch):
 def test_the_plot_draws_every_protocol_of_the_csv(tmp_path, monkeypatch):
     plot = load_bench_script("plot_equal_cost")
     csv_path = tmp_path / "rows.csv"
-    rows = ["protocol,arm,seed,top1,latency_ms", "A,manual,0,0.51,1.2", "A,manual_small,0,0.47,0.8",
-            "A,nas_only_new,0,0.52,1.1", "M,manual,0,0.46,0.5"]
+    rows = ["protocol,arm,seed,top1,latency_ms,params", "A,manual,0,0.51,1.2,77122", "A,manual_small,0,0.47,0.8,40000",
+            "A,nas_only_new,0,0.52,1.1,76000", "M,manual,0,0.46,0.5,495690"]
     csv_path.write_text("\n".join(rows) + "\n")
     monkeypatch.setattr(sys, "argv", ["plot_equal_cost.py", str(csv_path), "--out", str(tmp_path)])
     plot.main()
     for protocol in ("A", "M"):
         with Image.open(tmp_path / f"equal_cost_{protocol}.png") as image:
-            assert image.size[0] > 300
+            assert image.size[0] > image.size[1] > 300, "two panels side by side"
