@@ -9,7 +9,8 @@ cap on parameter-free ops) are set by the arms whose names end in `_new`; each `
 arm is NAS only with all of them but one; `dha_no_warmup` is DHA with all but the warm-up; `fixed_code` is
 NAS only without the warm-up whose codes never move (arch_lr 0) and never freeze before the search cap: the
 hand design trained inside the supernet, which separates what the one-stage training costs from what the
-search's moves cost. The plain arms run the recipe as it is.
+search's moves cost; `affine_always` and `dha_affine_always` are `no_warmup` and `dha_no_warmup` whose ops'
+BatchNorm scales and shifts train from the start (`search.op_affine = "always"`). The plain arms run the recipe as it is.
 Every run is a whole `dha run`; each row adds the child's cost against its target and its batch-1
 onnxruntime latency on one thread (median of `--latency-runs` after a warm-up), measured right after
 the run. Rows go to `--csv` as runs finish; rerunning skips them.
@@ -59,6 +60,8 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "no_warmup": ("nas_only", new_but("warmup")),
     "dha_no_warmup": ("dha", new_but("warmup")),
     "fixed_code": ("nas_only", [*new_but("warmup"), "search.arch_lr=0", "search.freeze_threshold=0"]),
+    "affine_always": ("nas_only", [*new_but("warmup"), "search.op_affine=always"]),
+    "dha_affine_always": ("dha", [*new_but("warmup"), "search.op_affine=always"]),
     "random_init": ("nas_only", new_but("init")),
     "no_cap": ("nas_only", new_but("cap")),
     "uniform_warmup": ("nas_only", [*new_but(), "search.warmup_redraw=1.0"]),

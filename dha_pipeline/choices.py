@@ -23,6 +23,7 @@ Switch = Literal["auto", "on", "off"]
 CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
 Channels = Literal["auto", "1", "3"]
 ArchInit = Literal["random", "known"]
+OpAffine = Literal["at_freeze", "always"]
 TargetMetric = Literal["none", "params", "macs", "latency"]
 
 SPLITS: tuple[Split, ...] = get_args(Split)

@@ -18,7 +18,7 @@ from typing import Any
 import tomli_w
 
 from dha_pipeline.choices import (ArchInit, AugmentForm, Channels, Component, CompileMode, Device, Estimator,
-                                  FractionData, Mode, Precision, Split, Storage, Switch, TargetMetric)
+                                  FractionData, Mode, OpAffine, Precision, Split, Storage, Switch, TargetMetric)
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_json, write_text
 from dha_pipeline.formats.registry import WRITABLE
@@ -114,6 +114,9 @@ class SearchConfig:
     arch_lr: float = setting(0.03, low=0.0, high=10.0, help="Adam learning rate of the codes b")
     init: ArchInit = setting("random", help="where the codes start: a random architecture, or the known design "
                                             "(model.genotype)")
+    op_affine: OpAffine = setting("at_freeze", help="when a candidate op's BatchNorm scale and shift start to train: "
+                                                    "when its point freezes (its weight carries the scale until then), "
+                                                    "or always")
     warmup_epochs: int = setting(0, low=0, high=10_000, help="epochs before the search in which every batch trains "
                                                             "randomly drawn candidates (the codes wait)")
     warmup_redraw: float = setting(0.25, low=0.0, high=1.0, help="in a warm-up step, the chance that a decision point "

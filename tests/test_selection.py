@@ -239,3 +239,18 @@ def test_a_learner_with_a_params_target_reports_its_child_in_the_band() -> None:
     arch.end_of_epoch(arch.network, 1)
     report = arch.target_report(arch.cost(arch.genotype()))
     assert report is not None and report["in_band"] and 0.95 <= report["ratio"] <= 1.0
+
+
+@pytest.mark.parametrize("space, model", [(DARTS, MODEL), (MOBILENET, SMALL_MOBILE)])
+def test_op_affine_always_lets_every_candidates_batchnorm_train_from_the_start(space: Any, model: Any) -> None:
+    def norms(arch: ArchitectureLearner) -> list[torch.nn.BatchNorm2d]:
+        return [m for m in arch.network.modules() if isinstance(m, torch.nn.BatchNorm2d) and m.affine]
+
+    at_freeze, always = learner(model, space, init="known"), learner(model, space, init="known", op_affine="always")
+    assert any(not m.weight.requires_grad for m in norms(at_freeze)), "the default waits for the freeze"
+    assert all(m.weight.requires_grad and m.bias.requires_grad for m in norms(always))
+    always.network.train()
+    inputs = torch.randn(4, SHAPE.channels, SHAPE.image_size, SHAPE.image_size)
+    always.forward(inputs)[0].sum().backward()
+    active = [m for m in norms(always) if m.weight.grad is not None]
+    assert active and len(active) < len(norms(always)), "the active candidates' scales get gradients, the rest none"

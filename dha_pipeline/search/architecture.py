@@ -4,10 +4,10 @@
 accepted x, the kept supports, the frozen flags), b's Adam optimizer, the warm-up (every batch trains a
 uniformly drawn architecture while b waits), the once-per-epoch FISTA recovery with the choice of
 supports under the recipe's cost target and the space's caps (search/selection.py) and the budget test on
-the real target network, freezing, switching on the BatchNorm affine parameters of a frozen point's ops,
-and the end of the search phase (every point froze, or `search.search_epochs` after the warm-up). With
-NAS off (manual mode, sequential's train phase) b is the inert `FixedArchitecture`: the plain network of a
-known genotype. Either way the architecture decides which network trains and how it is called.
+the real target network, freezing, switching on the BatchNorm affine parameters of a frozen point's ops
+(with `search.op_affine = "always"` every op's train from the start), and the end of the search phase
+(every point froze, or `search.search_epochs` after the warm-up). With NAS off (manual mode, sequential's
+train phase) b is the inert `FixedArchitecture`: the plain network of a known genotype. Either way the architecture decides which network trains and how it is called.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from dha_pipeline.search.ista import ArchCode
 from dha_pipeline.search.learner import Learner, StepContext
 from dha_pipeline.search.phase import Phase
 from dha_pipeline.search.selection import SupportSelector, Target, candidate_costs
-from dha_pipeline.spaces.base import ArchWeights, DataShape, DecisionPoint, Genotype, PointKey, SearchSpace, Support
+from dha_pipeline.spaces.base import (ArchWeights, DataShape, DecisionPoint, Genotype, PointKey, SearchSpace, Support,
+                                      set_affine_trainable)
 from dha_pipeline.spaces.cost import count_macs, count_params
 from dha_pipeline.spaces.settings import ModelSettings
 
@@ -115,6 +116,8 @@ class ArchitectureLearner(Learner):
         self.space, self.settings, self.cost, self.seed = space, settings, cost, seed
         self.points: list[DecisionPoint] = space.decision_points(model)
         self.network: nn.Module = space.supernet(model, shape).to(device)
+        if settings.op_affine == "always":
+            set_affine_trainable(self.network, True)
         start = space.supports(known_design(space, model)) if settings.init == "known" else None
         self.code = ArchCode(self.points, seed, start=start).to(device)
         self.optimizer = torch.optim.Adam(self.code.parameters(), lr=settings.arch_lr)
