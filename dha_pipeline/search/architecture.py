@@ -7,7 +7,8 @@ supports under the recipe's cost target and the space's caps (search/selection.p
 the real target network, freezing, switching on the BatchNorm affine parameters of a frozen point's ops
 (with `search.op_affine = "always"` every op's train from the start), and the end of the search phase
 (every point froze, or `search.search_epochs` after the warm-up). With NAS off (manual mode, sequential's
-train phase) b is the inert `FixedArchitecture`: the plain network of a known genotype. Either way the architecture decides which network trains and how it is called.
+train phase) b is the inert `FixedArchitecture`: the plain network of a known genotype. Either way the
+architecture decides which network trains and how it is called.
 """
 
 from __future__ import annotations
