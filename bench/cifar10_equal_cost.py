@@ -10,8 +10,9 @@ arm is NAS only with all of them but one; `dha_no_warmup` is DHA with all but th
 NAS only without the warm-up whose codes never move (arch_lr 0) and never freeze before the search cap: the
 hand design trained inside the supernet, which separates what the one-stage training costs from what the
 search's moves cost; `affine_always` and `dha_affine_always` are `no_warmup` and `dha_no_warmup` whose ops'
-BatchNorm scales and shifts train from the start (`search.op_affine = "always"`). The plain arms run the
-recipe as it is.
+BatchNorm scales and shifts train from the start (`search.op_affine = "always"`); `still_warmup` and
+`dha_still_warmup` warm up without redrawing (the known design alone trains while the codes wait). The
+plain arms run the recipe as it is.
 Every run is a whole `dha run`; each row adds the child's cost against its target and its batch-1
 onnxruntime latency on one thread (median of `--latency-runs` after a warm-up), measured right after
 the run. Rows go to `--csv` as runs finish; rerunning skips them.
@@ -61,6 +62,8 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "no_warmup": ("nas_only", new_but("warmup")),
     "dha_no_warmup": ("dha", new_but("warmup")),
     "fixed_code": ("nas_only", [*new_but("warmup"), "search.arch_lr=0", "search.freeze_threshold=0"]),
+    "still_warmup": ("nas_only", [*new_but(), "search.warmup_redraw=0"]),
+    "dha_still_warmup": ("dha", [*new_but(), "search.warmup_redraw=0"]),
     "affine_always": ("nas_only", [*new_but("warmup"), "search.op_affine=always"]),
     "dha_affine_always": ("dha", [*new_but("warmup"), "search.op_affine=always"]),
     "random_init": ("nas_only", new_but("init")),
