@@ -44,11 +44,16 @@ PROTOCOLS = {"A": ("cifar10_darts.toml", 1000, 50), "B": ("cifar10_darts.toml", 
 NEW = {"target": "search.target=params", "warmup": "search.warmup_epochs=10", "init": "search.init=known",
        "cap": "model.max_parameter_free=2"}
 """Issue 27's search settings, each on (the cap exists in the cell space only)."""
+OFF = {"target": "search.target=none", "warmup": "search.warmup_epochs=0", "init": "search.init=random",
+       "cap": "model.max_parameter_free=-1"}
+"""The same settings switched off, stated so that an arm means the same whatever the recipe's defaults."""
+REDRAW = "search.warmup_redraw=0.25"
+"""The warm-up's redraw share the `_new` arms were measured with."""
 
 
 def new_but(*off: str) -> list[str]:
-    """The new settings except those named in `off`."""
-    return [line for key, line in NEW.items() if key not in off]
+    """The new settings except those named in `off`, which are switched off."""
+    return [OFF[key] if key in off else line for key, line in NEW.items()] + ([] if "warmup" in off else [REDRAW])
 
 
 ARMS: dict[str, tuple[str, list[str]]] = {
@@ -62,13 +67,13 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "no_warmup": ("nas_only", new_but("warmup")),
     "dha_no_warmup": ("dha", new_but("warmup")),
     "fixed_code": ("nas_only", [*new_but("warmup"), "search.arch_lr=0", "search.freeze_threshold=0"]),
-    "still_warmup": ("nas_only", [*new_but(), "search.warmup_redraw=0"]),
-    "dha_still_warmup": ("dha", [*new_but(), "search.warmup_redraw=0"]),
+    "still_warmup": ("nas_only", [*new_but()[:-1], "search.warmup_redraw=0"]),
+    "dha_still_warmup": ("dha", [*new_but()[:-1], "search.warmup_redraw=0"]),
     "affine_always": ("nas_only", [*new_but("warmup"), "search.op_affine=always"]),
     "dha_affine_always": ("dha", [*new_but("warmup"), "search.op_affine=always"]),
     "random_init": ("nas_only", new_but("init")),
     "no_cap": ("nas_only", new_but("cap")),
-    "uniform_warmup": ("nas_only", [*new_but(), "search.warmup_redraw=1.0"]),
+    "uniform_warmup": ("nas_only", [*new_but()[:-1], "search.warmup_redraw=1.0"]),
     "manual_small": ("manual", []),
     "manual_large": ("manual", []),
 }
@@ -104,7 +109,7 @@ def run_arm(protocol: str, arm: str, seed: int, data: Path, work_dir: Path, extr
         overrides = [line for line in overrides if not line.startswith("model.")]
     variant, lines = ARMS[arm]
     if protocol == "M":
-        lines = [line for line in lines if line != NEW["cap"]]
+        lines = [line for line in lines if not line.startswith("model.max_parameter_free")]
     if arm in WIDTHS:
         lines = [*lines, WIDTHS[arm][protocol]]
     arm_dir = work_dir / protocol / arm
