@@ -119,7 +119,7 @@ class SearchConfig:
                                                     "or always")
     warmup_epochs: int = setting(0, low=0, high=10_000, help="epochs before the search in which every batch trains "
                                                             "randomly drawn candidates (the codes wait)")
-    warmup_redraw: float = setting(0.25, low=0.0, high=1.0, help="in a warm-up step, the chance that a decision point "
+    warmup_redraw: float = setting(0.0, low=0.0, high=1.0, help="in a warm-up step, the chance that a decision point "
                                                                  "runs a uniformly drawn support instead of the codes' "
                                                                  "current one (1 = all uniform)")
     target: TargetMetric = setting("none", help="a cost the child is chosen to reach: params, macs or latency "

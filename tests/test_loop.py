@@ -330,7 +330,7 @@ def test_gpu_path_settings_train_like_the_reference(tmp_path: Path, digits8, fp3
 def test_warmup_known_start_target_and_cap_run_and_resume_exactly(tmp_path: Path, digits8, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Issue 27's settings together: two warm-up epochs (no recovery, b waits), a start at DARTS-V2, a params
     target at DARTS-V2's cost and the cap on parameter-free ops; a run cut in the warm-up resumes exactly."""
-    search = {**DHA, "warmup_epochs": 2, "init": "known", "target": "params"}
+    search = {**DHA, "warmup_epochs": 2, "warmup_redraw": 0.25, "init": "known", "target": "params"}
 
     def recipe(directory: Path) -> Recipe:
         raw = _raw(directory, search, epochs=3)
