@@ -47,13 +47,15 @@ NEW = {"target": "search.target=params", "warmup": "search.warmup_epochs=10", "i
 OFF = {"target": "search.target=none", "warmup": "search.warmup_epochs=0", "init": "search.init=random",
        "cap": "model.max_parameter_free=-1"}
 """The same settings switched off, stated so that an arm means the same whatever the recipe's defaults."""
-REDRAW = "search.warmup_redraw=0.25"
+REDRAW_SHARE = "0.25"
+REDRAW = f"search.warmup_redraw={REDRAW_SHARE}"
 """The warm-up's redraw share the `_new` arms were measured with."""
 
 
-def new_but(*off: str) -> list[str]:
-    """The new settings except those named in `off`, which are switched off."""
-    return [OFF[key] if key in off else line for key, line in NEW.items()] + ([] if "warmup" in off else [REDRAW])
+def new_but(*off: str, redraw: str = REDRAW_SHARE) -> list[str]:
+    """The new settings except those named in `off`, which are switched off; a warm-up redraws `redraw`."""
+    lines = [OFF[key] if key in off else line for key, line in NEW.items()]
+    return lines if "warmup" in off else [*lines, f"search.warmup_redraw={redraw}"]
 
 
 ARMS: dict[str, tuple[str, list[str]]] = {
@@ -67,13 +69,13 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "no_warmup": ("nas_only", new_but("warmup")),
     "dha_no_warmup": ("dha", new_but("warmup")),
     "fixed_code": ("nas_only", [*new_but("warmup"), "search.arch_lr=0", "search.freeze_threshold=0"]),
-    "still_warmup": ("nas_only", [*new_but()[:-1], "search.warmup_redraw=0"]),
-    "dha_still_warmup": ("dha", [*new_but()[:-1], "search.warmup_redraw=0"]),
+    "still_warmup": ("nas_only", new_but(redraw="0")),
+    "dha_still_warmup": ("dha", new_but(redraw="0")),
     "affine_always": ("nas_only", [*new_but("warmup"), "search.op_affine=always"]),
     "dha_affine_always": ("dha", [*new_but("warmup"), "search.op_affine=always"]),
     "random_init": ("nas_only", new_but("init")),
     "no_cap": ("nas_only", new_but("cap")),
-    "uniform_warmup": ("nas_only", [*new_but()[:-1], "search.warmup_redraw=1.0"]),
+    "uniform_warmup": ("nas_only", new_but(redraw="1.0")),
     "manual_small": ("manual", []),
     "manual_large": ("manual", []),
 }

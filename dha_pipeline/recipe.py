@@ -117,8 +117,8 @@ class SearchConfig:
     op_affine: OpAffine = setting("at_freeze", help="when a candidate op's BatchNorm scale and shift start to train: "
                                                     "when its point freezes (its weight carries the scale until then), "
                                                     "or always")
-    warmup_epochs: int = setting(0, low=0, high=10_000, help="epochs before the search in which every batch trains "
-                                                            "randomly drawn candidates (the codes wait)")
+    warmup_epochs: int = setting(0, low=0, high=10_000, help="epochs before the search in which the codes wait "
+                                                            "while the network trains their current support")
     warmup_redraw: float = setting(0.0, low=0.0, high=1.0, help="in a warm-up step, the chance that a decision point "
                                                                  "runs a uniformly drawn support instead of the codes' "
                                                                  "current one (1 = all uniform)")

@@ -1,11 +1,12 @@
 """The architecture learner: ISTA-NAS over a space's decision points (docs/METHOD.md, "Architecture").
 
 `ArchitectureLearner` owns the supernet it searches, the codes (b, the fixed matrices A, the last
-accepted x, the kept supports, the frozen flags), b's Adam optimizer, the warm-up (every batch trains a
-uniformly drawn architecture while b waits), the once-per-epoch FISTA recovery with the choice of
-supports under the recipe's cost target and the space's caps (search/selection.py) and the budget test on
-the real target network, freezing, switching on the BatchNorm affine parameters of a frozen point's ops
-(with `search.op_affine = "always"` every op's train from the start), and the end of the search phase
+accepted x, the kept supports, the frozen flags), b's Adam optimizer, the warm-up (every batch trains the
+current support, a share of the points redrawn uniformly, while b waits), the once-per-epoch FISTA
+recovery with the choice of supports under the recipe's cost target and the space's caps
+(search/selection.py) and the budget test on the real target network, freezing, switching on the
+BatchNorm affine parameters of a frozen point's ops (with `search.op_affine = "always"` every op's train
+from the start), and the end of the search phase
 (every point froze, or `search.search_epochs` after the warm-up). With NAS off (manual mode, sequential's
 train phase) b is the inert `FixedArchitecture`: the plain network of a known genotype. Either way the
 architecture decides which network trains and how it is called.
