@@ -6,7 +6,9 @@ round-robin. DHA runs in the paper's form (every sample augmented) and in the
 learned-fraction form at p = 0.5, timed on a step that is a hyper-step of p
 (one more backward, and a clean held-out forward/backward) and on one that is
 not; `dha_mean` weighs them as a run does (one hyper-step every
-`augment.fraction_every` steps). The last lines are ratios against NAS only.
+`augment.fraction_every` steps). `dha_trivial` is DHA with the policy that starts at TrivialAugment
+Wide on every sample; `dha_trivial_fixed_p` the same on a fixed share p = 0.5 (no hyper-steps of p).
+The last lines are ratios against NAS only.
 
     python bench/search_step.py [--size 32] [--channels 16] [--layers 8] [--batch 64] [--rounds 12] [--device cpu]
                                 [--precision fp32|bf16] [--channels-last auto|on|off]
@@ -30,15 +32,20 @@ from dha_pipeline.recipe import recipe_from_dict  # noqa: E402
 from dha_pipeline.search.loop import SearchRun  # noqa: E402
 
 DHA = ["nas", "da", "hpo"]
-# name: (components, estimator, augmentation form, step within the epoch)
+PAPER = {"form": "paper"}
+LEARNED_P = {"form": "learned_fraction"}
+TRIVIAL = {"form": "paper", "start": "trivial_wide"}
+# name: (components, estimator, augment settings, step within the epoch)
 VARIANTS = {
-    "nas_only": (["nas"], "next_batch", "paper", 0),
-    "nas_da": (["nas", "da"], "next_batch", "paper", 0),
-    "nas_hpo_next_batch": (["nas", "hpo"], "next_batch", "paper", 0),
-    "nas_hpo_held_in": (["nas", "hpo"], "held_in", "paper", 0),
-    "dha": (DHA, "next_batch", "paper", 0),
-    "dha_fraction_hyper_step": (DHA, "next_batch", "learned_fraction", 0),
-    "dha_fraction_plain_step": (DHA, "next_batch", "learned_fraction", 1),
+    "nas_only": (["nas"], "next_batch", PAPER, 0),
+    "nas_da": (["nas", "da"], "next_batch", PAPER, 0),
+    "nas_hpo_next_batch": (["nas", "hpo"], "next_batch", PAPER, 0),
+    "nas_hpo_held_in": (["nas", "hpo"], "held_in", PAPER, 0),
+    "dha": (DHA, "next_batch", PAPER, 0),
+    "dha_fraction_hyper_step": (DHA, "next_batch", LEARNED_P, 0),
+    "dha_fraction_plain_step": (DHA, "next_batch", LEARNED_P, 1),
+    "dha_trivial": (DHA, "next_batch", TRIVIAL, 0),
+    "dha_trivial_fixed_p": (DHA, "next_batch", {**LEARNED_P, "start": "trivial_wide", "fraction_lr": 0.0}, 0),
 }
 
 
@@ -56,14 +63,14 @@ def main() -> None:
     args = parser.parse_args()
     data = synthetic_data(4 * args.batch, args.size)
     runs = {}
-    for name, (components, estimator, form, step) in VARIANTS.items():
+    for name, (components, estimator, augment, step) in VARIANTS.items():
         recipe = recipe_from_dict({"name": name, "runs_dir": args.runs_dir, "device": args.device,
                                    "data": {"image_size": args.size},
                                    "model": {"init_channels": args.channels, "layers": args.layers},
                                    "train": {"batch_size": args.batch, "precision": args.precision,
                                              "channels_last": args.channels_last},
                                    "search": {"mode": "joint", "components": components},
-                                   "augment": {"form": form}, "hpo": {"estimator": estimator}})
+                                   "augment": augment, "hpo": {"estimator": estimator}})
         run = SearchRun(recipe, data)
         run.network.train()
         run.step_in_epoch = step
@@ -104,6 +111,8 @@ def main() -> None:
     print(f"dha_fraction_mean_ms={1000 * mean:.1f} (one hyper-step of p every {every} steps)")
     print(f"dha_fraction_vs_nas_only_step_ratio={mean / medians['nas_only']:.3f}")
     print(f"dha_fraction_vs_dha_paper_step_ratio={mean / medians['dha']:.3f}")
+    for name in ("dha_trivial", "dha_trivial_fixed_p"):
+        print(f"{name}_vs_nas_only_step_ratio={medians[name] / medians['nas_only']:.3f}")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ VARIANTS: dict[str, list[str]] = {
     "nas_hpo": ["search.mode=joint", 'search.components=["nas","hpo"]'],
     "sequential": ["search.mode=sequential", 'search.components=["nas","da","hpo"]'],
     "dha": ["search.mode=joint", 'search.components=["nas","da","hpo"]'],
+    "manual_da_hpo": ["search.mode=manual", 'search.components=["da","hpo"]'],
 }
 COLUMNS = ("variant", "form", "seed", "top1", "top5", "wall_s", "params", "macs", "onnx_top1", "torch_top1",
            "aug_fraction", "val_top1", "train_clean_top1", "space")

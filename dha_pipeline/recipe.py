@@ -18,7 +18,8 @@ from typing import Any
 import tomli_w
 
 from dha_pipeline.choices import (ArchInit, AugmentForm, Channels, Component, CompileMode, Device, Estimator,
-                                  FractionData, Mode, OpAffine, Precision, Split, Storage, Switch, TargetMetric)
+                                  FractionData, Mode, OpAffine, PolicyStart, Precision, Split, Storage, Switch,
+                                  TargetMetric)
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_json, write_text
 from dha_pipeline.formats.registry import WRITABLE
@@ -88,9 +89,14 @@ class AugmentConfig:
     cutout: int = setting(0, low=0, high=512, help="side of the Cutout square, 0 = off")
     resized_crop_min: float = setting(0.08, low=0.01, high=1.0, help="streamed data: the random resized crop "
                                                                      "keeps this share of the image or more")
+    start: PolicyStart = setting("pairs", help="the learned policy's form and start: pairs = ordered op pairs, "
+                                               "uniform, magnitudes in [0, magnitude_max]; trivial_wide = one op "
+                                               "per sample, TrivialAugment Wide exactly until tau moves")
     policy_lr: float = setting(0.05, low=0.0, high=10.0, help="Adam learning rate of tau")
+    kl_weight: float = setting(0.0, low=0.0, high=1000.0, help="weight of KL(policy || its start) in tau's loss: "
+                                                               "it leaves the start only where its gradient persists")
     temperature: float = setting(2.0, low=0.05, high=100.0, help="pairs are drawn from softmax(log P / T)")
-    magnitude_max: float = setting(3.0, low=0.0, high=10.0, help="magnitudes are uniform in [0, this]")
+    magnitude_max: float = setting(3.0, low=0.0, high=10.0, help="pairs start: magnitudes are uniform in [0, this]")
     entropy_floor: float = setting(0.9, low=0.0, high=1.0, help="fraction of the maximum policy entropy")
     trivial_augment: bool = setting(False, help="TrivialAugment Wide on every sample (the fixed-policy anchor)")
     form: AugmentForm = setting("learned_fraction",

@@ -100,7 +100,7 @@ def test_every_variant_trains_and_leaves_its_logs(tmp_path: Path, digits8, searc
     if "da" in search["components"]:
         policy = layout.log("policy").read_text().splitlines()
         epochs_with_policy = 1 if search["mode"] == "sequential" else 2
-        assert policy[0].startswith("epoch,entropy,max_entropy,top1,top1_p")
+        assert policy[0].startswith("epoch,entropy,max_entropy,kl_to_start,top1,top1_p")
         assert len(policy) == 1 + epochs_with_policy
         assert layout.plot("policy_heatmap").is_file()
         top_pair, top_probability = next(iter(summary["da_policy"].items()))

@@ -1,6 +1,7 @@
 """Base augmentation outside the learned policy: random crop with padding, horizontal flip, Cutout,
 and optionally TrivialAugment Wide (the fixed-policy anchor, between the flip and Cutout as in
-torchvision's usual CIFAR pipeline).
+torchvision's usual CIFAR pipeline). A learned policy's ops go in the same place: the training step
+runs `before_policy`, the policy, then `after_policy`.
 
 Each function works on a whole NCHW float batch on its device, draws per-sample
 parameters from an explicit `torch.Generator` (so runs are reproducible and
@@ -65,11 +66,17 @@ class BaseAugment:
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Augment an NCHW batch in [0, 1]."""
+        return self.after_policy(self.before_policy(batch, generator), generator)
+
+    def before_policy(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """What comes before a learned policy's ops: crop, flip and TrivialAugment Wide where it is on."""
         batch = random_crop(batch, self.crop_padding, generator)
         if self.hflip:
             batch = random_hflip(batch, generator)
-        if self.trivial_augment:
-            batch = trivial_augment_wide(batch, generator)
+        return trivial_augment_wide(batch, generator) if self.trivial_augment else batch
+
+    def after_policy(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """What comes after them: Cutout, last, as in the usual CIFAR pipeline."""
         return cutout(batch, self.cutout, generator)
 
     def to_dict(self) -> dict[str, int | bool]:

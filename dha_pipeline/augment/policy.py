@@ -1,9 +1,12 @@
-"""The learned augmentation policy tau: a distribution over ordered op pairs (docs/METHOD.md, "Augmentation policy").
+"""The learned augmentation policy tau: a distribution over op choices (docs/METHOD.md, "Augmentation policy").
 
-Every sample draws one transformation T_k = (op1, op2) out of K * K ordered pairs, each op with its own
-magnitude in [0, M] and sign. tau is trained adversarially through `da_loss` (eq. 2, importance-weighted):
-descending it raises the probability of the pairs that produce harder-than-average samples, while an entropy
-floor keeps the policy from collapsing onto a few destructive pairs.
+`AugmentPolicy` (the paper's form): every sample draws one transformation T_k = (op1, op2) out of K * K
+ordered pairs, each op with its own magnitude in [0, M] and sign. `TrivialPolicy`
+(augment/trivial_policy.py) draws one op out of K instead, at TrivialAugment Wide's strengths. tau is
+trained adversarially through `da_loss` (eq. 2, importance-weighted): descending it raises the probability
+of the choices that produce harder-than-average samples, while an entropy floor keeps the policy from
+collapsing onto a few destructive choices and an optional KL term to the start keeps it where it began
+unless the gradient keeps pointing away.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -24,12 +28,14 @@ class PolicySample:
     """One draw of the policy for a batch of n samples; all tensors have n entries, on tau's device."""
 
     pair: torch.Tensor
+    """The drawn choice: its index in tau."""
     op1: torch.Tensor
-    op2: torch.Tensor
     magnitude1: torch.Tensor
-    magnitude2: torch.Tensor
     sign1: torch.Tensor
-    sign2: torch.Tensor
+    op2: torch.Tensor | None = None
+    """The second op of a pair; None where the policy draws one op per sample."""
+    magnitude2: torch.Tensor | None = None
+    sign2: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.pair.shape[0]
@@ -91,12 +97,14 @@ def apply_ops_masked(op_names: Sequence[str], images: torch.Tensor, op: torch.Te
 class AugmentPolicy(nn.Module):
     """Learnable distribution P = softmax(tau) over the K * K ordered op pairs, with batched sampling and apply.
 
-    Pair index p stands for (op_names[p // K], op_names[p % K]): op1 runs first, then op2.
+    Pair index p stands for (op_names[p // K], op_names[p % K]): op1 runs first, then op2. tau starts at 0,
+    the uniform distribution; `kl_weight` > 0 adds kl_weight * KL(P || uniform) to the loss, so the policy
+    leaves its start only as far as a persistent gradient pays for.
     """
 
     def __init__(self, op_names: Sequence[str] = OP_NAMES, temperature: float = 2.0,
                  max_magnitude: float = MAX_MAGNITUDE, entropy_floor_fraction: float = 0.5,
-                 floor_weight: float = 1.0) -> None:
+                 floor_weight: float = 1.0, kl_weight: float = 0.0) -> None:
         super().__init__()
         unknown = [name for name in op_names if name not in OPS]
         if unknown:
@@ -108,7 +116,10 @@ class AugmentPolicy(nn.Module):
         self.max_magnitude = max_magnitude
         self.entropy_floor_fraction = entropy_floor_fraction
         self.floor_weight = floor_weight
-        self.tau = nn.Parameter(torch.zeros(self.num_ops ** 2))
+        if kl_weight < 0:
+            raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
+        self.kl_weight = kl_weight
+        self.tau = nn.Parameter(torch.zeros(self.num_choices))
 
     @property
     def num_ops(self) -> int:
@@ -116,9 +127,18 @@ class AugmentPolicy(nn.Module):
         return len(self.op_names)
 
     @property
+    def num_choices(self) -> int:
+        """How many choices tau holds: K * K ordered pairs."""
+        return self.num_ops ** 2
+
+    def choice_name(self, index: int) -> str:
+        """The name of choice `index`: "op1+op2"."""
+        return f"{self.op_names[index // self.num_ops]}+{self.op_names[index % self.num_ops]}"
+
+    @property
     def max_entropy(self) -> float:
-        """Entropy of the uniform policy, log(K * K) nats."""
-        return math.log(self.num_ops ** 2)
+        """Entropy of the uniform policy (the start), log(number of choices) nats."""
+        return math.log(self.num_choices)
 
     @property
     def entropy_floor(self) -> float:
@@ -134,6 +154,15 @@ class AugmentPolicy(nn.Module):
         log_p = F.log_softmax(self.tau, dim=0)
         return -(log_p.exp() * log_p).sum()
 
+    def kl_to_start(self) -> torch.Tensor:
+        """KL(P || uniform) in nats (differentiable): how far the policy has moved from where it started."""
+        return self.max_entropy - self.entropy()
+
+    def draw_choices(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n choice indices drawn from the tempered distribution by Gumbel-max, on tau's device."""
+        gumbel = -torch.empty(n, self.num_choices, device=generator.device).exponential_(generator=generator).log()
+        return (self.sampling_logits().detach() + gumbel.to(self.tau.device)).argmax(dim=1)
+
     def sample(self, n: int, generator: torch.Generator) -> PolicySample:
         """Draw n pairs from softmax(log P / T) by Gumbel-max, with magnitudes uniform in [0, M] and random signs.
 
@@ -144,12 +173,9 @@ class AugmentPolicy(nn.Module):
         """
         device = self.tau.device
         draw = {"generator": generator, "device": generator.device}
-        num_pairs = self.num_ops ** 2
-        gumbel = -torch.empty(n, num_pairs, device=generator.device).exponential_(generator=generator).log()
-        magnitudes = torch.rand(2, n, **draw) * self.max_magnitude
-        signs = torch.randint(0, 2, (2, n), **draw).float() * 2 - 1
-        pair = (self.sampling_logits().detach() + gumbel.to(device)).argmax(dim=1)
-        magnitudes, signs = magnitudes.to(device), signs.to(device)
+        pair = self.draw_choices(n, generator)
+        magnitudes = (torch.rand(2, n, **draw) * self.max_magnitude).to(device)
+        signs = (torch.randint(0, 2, (2, n), **draw).float() * 2 - 1).to(device)
         return PolicySample(pair=pair, op1=pair // self.num_ops, op2=pair % self.num_ops,
                             magnitude1=magnitudes[0], magnitude2=magnitudes[1], sign1=signs[0], sign2=signs[1])
 
@@ -159,6 +185,8 @@ class AugmentPolicy(nn.Module):
         their own (`apply_ops_masked`), so no group size is read back to the host."""
         apply = apply_ops if images.device.type == "cpu" else apply_ops_masked
         images = apply(self.op_names, images, sample.op1, sample.magnitude1, sample.sign1)
+        if sample.op2 is None or sample.magnitude2 is None or sample.sign2 is None:
+            return images
         return apply(self.op_names, images, sample.op2, sample.magnitude2, sample.sign2)
 
     def floor_penalty(self) -> torch.Tensor:
@@ -174,7 +202,8 @@ class AugmentPolicy(nn.Module):
         return F.softmax(self.sampling_logits(), dim=0)
 
     def da_loss(self, sample: PolicySample, per_sample_loss: torch.Tensor) -> torch.Tensor:
-        """-(1/n) sum_k p_k(tau) / q_k (l_k - mean l) + the entropy-floor penalty; its gradient reaches only tau.
+        """-(1/n) sum_k p_k(tau) / q_k (l_k - mean l) + the entropy-floor penalty + kl_weight * KL(P || start);
+        its gradient reaches only tau.
 
         Eq. 2's -(1/n) sum_k p_k l_k with two corrections, so that its expected gradient is exactly
         -grad E_{k~P}[l_k] (raise the pairs that are harder than average, and only those):
@@ -187,7 +216,8 @@ class AugmentPolicy(nn.Module):
         p = self.probs()[sample.pair]
         q = self.sampling_probs().detach()[sample.pair]
         loss = per_sample_loss.detach()
-        return -(p / q * (loss - loss.mean())).mean() + self.floor_penalty()
+        objective = -(p / q * (loss - loss.mean())).mean() + self.floor_penalty()
+        return objective + self.kl_weight * self.kl_to_start() if self.kl_weight else objective
 
     def top_pairs(self, k: int) -> list[tuple[str, str, float]]:
         """The k most probable pairs as (op1, op2, probability), most probable first."""
@@ -195,10 +225,20 @@ class AugmentPolicy(nn.Module):
         return [(self.op_names[i // self.num_ops], self.op_names[i % self.num_ops], p)
                 for i, p in zip(index.tolist(), probs.tolist())]
 
+    def top_choices(self, k: int) -> list[tuple[str, float]]:
+        """The k most probable choices as (name, probability), most probable first."""
+        probs, index = self.probs().detach().cpu().topk(min(k, self.tau.numel()))
+        return [(self.choice_name(i), p) for i, p in zip(index.tolist(), probs.tolist())]
+
     def as_dict(self, top: int = 20) -> dict[str, float]:
-        """The `top` most probable pairs as {"op1+op2": probability}, for run logs and model metadata."""
-        return {f"{op1}+{op2}": p for op1, op2, p in self.top_pairs(top)}
+        """The `top` most probable choices as {name: probability}, for run logs and model metadata."""
+        return dict(self.top_choices(top))
+
+    def probability_grid(self) -> np.ndarray:
+        """P as a grid for the heatmap: K x K for pairs (rows: first op)."""
+        return self.probs().detach().cpu().numpy().reshape(self.num_ops, self.num_ops)
 
     def extra_repr(self) -> str:
         return (f"ops={self.num_ops}, temperature={self.temperature}, max_magnitude={self.max_magnitude}, "
-                f"entropy_floor_fraction={self.entropy_floor_fraction}, floor_weight={self.floor_weight}")
+                f"entropy_floor_fraction={self.entropy_floor_fraction}, floor_weight={self.floor_weight}, "
+                f"kl_weight={self.kl_weight}")

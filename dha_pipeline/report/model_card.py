@@ -168,10 +168,14 @@ def _training(metadata: dict[str, Any]) -> list[str]:
         how = (f"learned by hypergradient on clean {augment['measured_on']} images" if augment["learned"]
                else "the paper's form: every sample")
         lines.append(f"- the learned policy was applied to a share p = {augment['fraction']:.2f} of each batch ({how})")
+    start = hyper.get("policy")
+    if start:
+        lines.append(f"- the policy started at {start['start']} and moved KL {start['kl_to_start']:.3f} nats from it")
     policy = list((metadata.get("da_policy") or {}).items())[:TOP_POLICY_PAIRS]
     if policy:
-        lines += ["", "Top pairs of the learned augmentation policy:", "", "| pair of operations | probability |",
-                  "|---|---|"]
+        pairs = any("+" in name for name, _ in policy)
+        lines += ["", f"Top {'pairs' if pairs else 'ops'} of the learned augmentation policy:", "",
+                  f"| {'pair of operations' if pairs else 'operation'} | probability |", "|---|---|"]
         lines += [f"| {pair.replace('+', ' then ')} | {percent(p)} |" for pair, p in policy]
     return lines
 

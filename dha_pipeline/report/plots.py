@@ -53,14 +53,16 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path, t
 
 
 def policy_heatmap(probs: np.ndarray, op_names: list[str], path: str | Path, title: str) -> None:
-    """K x K heatmap of the augmentation-pair probabilities (rows: first op, columns: second op)."""
+    """Heatmap of the augmentation policy: K x K pair probabilities (rows: first op, columns: second op),
+    or one row of K single-op probabilities."""
     plt = pyplot()
-    fig, axis = plt.subplots(figsize=(8, 7))
+    pairs = probs.shape[0] > 1
+    fig, axis = plt.subplots(figsize=(8, 7) if pairs else (8, 2.6))
     image = axis.imshow(probs, cmap="viridis")
     axis.set_xticks(range(len(op_names)), op_names, rotation=90)
-    axis.set_yticks(range(len(op_names)), op_names)
-    axis.set_xlabel("second op")
-    axis.set_ylabel("first op")
+    axis.set_yticks(range(len(op_names)) if pairs else [], op_names if pairs else [])
+    axis.set_xlabel("second op" if pairs else "op")
+    axis.set_ylabel("first op" if pairs else "")
     axis.set_title(title)
     fig.colorbar(image, ax=axis, fraction=0.046, label="probability")
     fig.tight_layout()

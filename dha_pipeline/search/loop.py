@@ -1,11 +1,12 @@
 """The one training loop of every variant (docs/METHOD.md, "One training step" and "Schedule").
 
-A step reads top to bottom: batch -> base augmentation -> p's share and the policy ops -> forward ->
-backward -> gradient reduction -> each learner's step -> the theta step. The learners (eta, tau, p, b;
-search/learner.py) are stepped, checkpointed, logged and compared across ranks in loops over the four; a
-switched-off component is an inert learner. Each epoch ends with validation and the learners' epoch end
-(b's recovery, freezing and the end of the search phase), logs and an atomic checkpoint. In sequential
-mode the search phase runs NAS alone, then the derived network trains, re-initialized, with DA and HPO.
+A step reads top to bottom: batch -> base augmentation (crop, flip) -> p's share and the policy ops ->
+Cutout -> forward -> backward -> gradient reduction -> each learner's step -> the theta step. The
+learners (eta, tau, p, b; search/learner.py) are stepped, checkpointed, logged and compared across ranks
+in loops over the four; a switched-off component is an inert learner. Each epoch ends with validation
+and the learners' epoch end (b's recovery, freezing and the end of the search phase), logs and an atomic
+checkpoint. In sequential mode the search phase runs NAS alone, then the derived network trains,
+re-initialized, with DA and HPO.
 
 This module owns the order of a step, the position in the data, the random stream and checkpoints; the
 batches come from a training source (data/training.py). Only rank 0 writes files.
@@ -100,7 +101,7 @@ class SearchRun:
         self.theta = HyperSGD(self.network.parameters(), lr=train.lr, momentum=train.momentum,
                               weight_decay=train.weight_decay, grad_clip=train.grad_clip)
         da = "da" in components
-        self.policy = PolicyLearner(recipe.augment, device) if da else NoPolicy()
+        self.policy = PolicyLearner(recipe.augment, device, self.shape.image_size) if da else NoPolicy()
         self.fraction = FractionLearner(recipe.augment, self.plan.global_batch, device) if da else NoFraction()
         steps, minutes = self.plan.steps_per_epoch, recipe.search.budget_minutes
         self.hyper = HyperLearner(train, recipe.hpo, learned="hpo" in components, steps_per_epoch=steps,
@@ -113,9 +114,10 @@ class SearchRun:
         index = self.epoch * self.plan.steps_per_epoch + self.step_in_epoch
         for learner in self.learners:
             learner.start_step(index)
-        images = self.base_augment(to_unit(images), self.generator)
+        images = self.base_augment.before_policy(to_unit(images), self.generator)
         share = self.fraction.share(len(labels), index, self.generator)
         images, drawn = self.policy.augment(images, share, self.generator)
+        images = self.base_augment.after_policy(images, self.generator)
         logits, aux_logits = self.forward_train(self.standardize(images))
         per_sample = self.per_sample_loss(logits, aux_logits, labels)
         loss = per_sample.mean()

@@ -1,6 +1,7 @@
 """The policy learner: tau, the augmentation policy (docs/METHOD.md, "Augmentation policy").
 
-It owns the policy (a distribution over ordered pairs of the 14 ops), its Adam optimizer, the
+It owns the policy (a distribution over ordered pairs of the 14 ops, or over single ops starting at
+TrivialAugment Wide: `augment.start`), its Adam optimizer, the
 per-sample sampling of op pairs and magnitudes (for the samples p's share names), the L_DA objective
 with its entropy floor, and its checkpoint part. With the policy off, tau is the inert `NoPolicy`.
 """
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from dha_pipeline.augment.policy import AugmentPolicy, PolicySample
+from dha_pipeline.augment.trivial_policy import TrivialPolicy
 from dha_pipeline.recipe import AugmentConfig
 from dha_pipeline.search.fraction import Share
 from dha_pipeline.search.learner import Learner, StepContext
@@ -27,9 +29,15 @@ class PolicyLearner(Learner):
     name = "tau"
     log = "policy"
 
-    def __init__(self, settings: AugmentConfig, device: torch.device) -> None:
-        self.policy = AugmentPolicy(temperature=settings.temperature, max_magnitude=settings.magnitude_max,
-                                    entropy_floor_fraction=settings.entropy_floor).to(device)
+    def __init__(self, settings: AugmentConfig, device: torch.device, image_size: int) -> None:
+        """`image_size`: the side of the training images (TrivialAugment Wide's translations are in pixels)."""
+        self.policy = (TrivialPolicy(image_size, temperature=settings.temperature,
+                                     entropy_floor_fraction=settings.entropy_floor, kl_weight=settings.kl_weight)
+                       if settings.start == "trivial_wide" else
+                       AugmentPolicy(temperature=settings.temperature, max_magnitude=settings.magnitude_max,
+                                     entropy_floor_fraction=settings.entropy_floor, kl_weight=settings.kl_weight)
+                       ).to(device)
+        self.start = settings.start
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=settings.policy_lr)
 
     def augment(self, images: torch.Tensor, share: Share, generator: torch.Generator
@@ -78,18 +86,24 @@ class PolicyLearner(Learner):
         """The policy's entropy in nats."""
         return float(self.policy.entropy())
 
+    @torch.no_grad()
+    def kl_to_start(self) -> float:
+        """KL(P || start) in nats: how far the policy moved from where it began."""
+        return float(self.policy.kl_to_start())
+
     def top_pairs(self, top: int = TOP_PAIRS_REPORTED) -> dict[str, float] | None:
-        """The `top` most probable pairs as {"op1+op2": probability}."""
+        """The `top` most probable choices as {"op1+op2" (or "op" for one op per sample): probability}."""
         return self.policy.as_dict(top)
 
     def heatmap(self) -> tuple[np.ndarray, list[str], str] | None:
-        """What the policy heatmap plots: the K x K pair probabilities, the op names, a title."""
-        return self.probabilities(), self.op_names, f"augmentation policy (entropy {self.entropy():.2f} nats)"
+        """What the policy heatmap plots: the probabilities (K x K pairs, or 1 x K ops), the op names, a title."""
+        return (self.probabilities(), self.op_names,
+                f"augmentation policy, start {self.start} (entropy {self.entropy():.2f} nats, "
+                f"KL to start {self.kl_to_start():.3f})")
 
     def probabilities(self) -> np.ndarray:
-        """The K x K pair probabilities (rows: first op)."""
-        k = self.policy.num_ops
-        return self.policy.probs().detach().cpu().numpy().reshape(k, k)
+        """The choice probabilities as a grid: K x K pairs (rows: first op), or one row of K ops."""
+        return self.policy.probability_grid()
 
     @property
     def op_names(self) -> list[str]:
@@ -97,16 +111,21 @@ class PolicyLearner(Learner):
         return list(self.policy.op_names)
 
     def history_fields(self) -> dict[str, Any]:
-        """The policy's entropy at the end of the epoch."""
-        return {"policy_entropy": self.entropy()}
+        """The policy's entropy and KL to its start at the end of the epoch."""
+        return {"policy_entropy": self.entropy(), "policy_kl": self.kl_to_start()}
 
     def log_rows(self, epoch: int) -> list[dict[str, Any]]:
-        """The epoch's policy.csv row: entropy and the most probable pairs."""
-        row: dict[str, Any] = {"epoch": epoch, "entropy": self.entropy(), "max_entropy": self.policy.max_entropy}
-        for rank, (op1, op2, prob) in enumerate(self.policy.top_pairs(TOP_PAIRS_LOGGED), start=1):
-            row[f"top{rank}"] = f"{op1}+{op2}"
+        """The epoch's policy.csv row: entropy, KL to the start and the most probable choices."""
+        row: dict[str, Any] = {"epoch": epoch, "entropy": self.entropy(), "max_entropy": self.policy.max_entropy,
+                               "kl_to_start": self.kl_to_start()}
+        for rank, (name, prob) in enumerate(self.policy.top_choices(TOP_PAIRS_LOGGED), start=1):
+            row[f"top{rank}"] = name
             row[f"top{rank}_p"] = prob
         return [row]
+
+    def report(self) -> dict[str, Any]:
+        """What summaries and metadata show under `policy`: where it started and how far it moved."""
+        return {"policy": {"start": self.start, "kl_to_start": self.kl_to_start(), "entropy": self.entropy()}}
 
     def state_dict(self) -> dict[str, Any]:
         """Checkpoint part: tau and its optimizer."""
