@@ -13,7 +13,8 @@ search's moves cost; `affine_always` and `dha_affine_always` are `no_warmup` and
 BatchNorm scales and shifts train from the start (`search.op_affine = "always"`); `still_warmup` and
 `dha_still_warmup` warm up without redrawing (the known design alone trains while the codes wait);
 `nas_ta_still` is `still_warmup` with TrivialAugment Wide on every sample, `dha_ta` is `dha_still_warmup`
-whose learned policy starts at TrivialAugment Wide on every sample, held near it by a KL term (`TA_START`),
+whose learned policy starts at TrivialAugment Wide on every sample, held near it by a KL term
+(variants.TA_START),
 and `manual_learned_ta` is that policy with HPO on the fixed hand design. The plain arms run the recipe as
 it is.
 Every run is a whole `dha run`; each row adds the child's cost against its target and its batch-1
@@ -55,10 +56,6 @@ REDRAW = f"search.warmup_redraw={REDRAW_SHARE}"
 """The warm-up's redraw share the `_new` arms were measured with."""
 
 
-TA_START = ["augment.start=trivial_wide", "augment.form=paper", "augment.kl_weight=1.0"]
-"""The learned policy that starts at TrivialAugment Wide, on every sample, held near its start (issue 28)."""
-
-
 def new_but(*off: str, redraw: str = REDRAW_SHARE) -> list[str]:
     """The new settings except those named in `off`, which are switched off; a warm-up redraws `redraw`."""
     lines = [OFF[key] if key in off else line for key, line in NEW.items()]
@@ -81,8 +78,8 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "affine_always": ("nas_only", [*new_but("warmup"), "search.op_affine=always"]),
     "dha_affine_always": ("dha", [*new_but("warmup"), "search.op_affine=always"]),
     "nas_ta_still": ("nas_ta", new_but(redraw="0")),
-    "dha_ta": ("dha", [*new_but(redraw="0"), *TA_START]),
-    "manual_learned_ta": ("manual_da_hpo", TA_START),
+    "dha_ta": ("dha_ta", new_but(redraw="0")),
+    "manual_learned_ta": ("manual_learned_ta", []),
     "random_init": ("nas_only", new_but("init")),
     "no_cap": ("nas_only", new_but("cap")),
     "uniform_warmup": ("nas_only", new_but(redraw="1.0")),

@@ -29,6 +29,8 @@ from dha_pipeline.evaluate import evaluate_model
 from dha_pipeline.recipe import Recipe
 
 TRIVIAL_AUGMENT = ["augment.trivial_augment=true"]
+TA_START = ["augment.start=trivial_wide", "augment.form=paper", "augment.kl_weight=1.0"]
+"""The learned policy that starts at TrivialAugment Wide, on every sample, held near its start (issue 28)."""
 VARIANTS: dict[str, list[str]] = {
     "manual": ["search.mode=manual", "search.components=[]"],
     "manual_ta": ["search.mode=manual", "search.components=[]", *TRIVIAL_AUGMENT],
@@ -39,9 +41,11 @@ VARIANTS: dict[str, list[str]] = {
     "sequential": ["search.mode=sequential", 'search.components=["nas","da","hpo"]'],
     "dha": ["search.mode=joint", 'search.components=["nas","da","hpo"]'],
     "manual_da_hpo": ["search.mode=manual", 'search.components=["da","hpo"]'],
+    "manual_learned_ta": ["search.mode=manual", 'search.components=["da","hpo"]', *TA_START],
+    "dha_ta": ["search.mode=joint", 'search.components=["nas","da","hpo"]', *TA_START],
 }
 COLUMNS = ("variant", "form", "seed", "top1", "top5", "wall_s", "params", "macs", "onnx_top1", "torch_top1",
-           "aug_fraction", "val_top1", "train_clean_top1", "space")
+           "aug_fraction", "val_top1", "train_clean_top1", "space", "start", "policy_kl")
 FORMS = ("learned_fraction", "paper")
 
 
@@ -101,19 +105,25 @@ def run_one(recipe_path: Path, variant: str, seed: int, extra: list[str], work_d
     with open(layout.history, newline="") as handle:
         final = list(csv.DictReader(handle))[-1]
     augment = metadata["hyperparameters"].get("augment") or {}
+    policy = metadata["hyperparameters"].get("policy") or {}
     return {"variant": variant, "form": form_of(recipe), "seed": seed, "top1": onnx_report["top1"],
             "top5": onnx_report["top5"], "wall_s": round(wall, 1), "params": metadata["params"],
             "macs": metadata["macs"], "onnx_top1": onnx_report["top1"], "torch_top1": torch_report.report["top1"],
             "aug_fraction": augment.get("fraction", ""), "val_top1": float(final["val_top1"]),
-            "train_clean_top1": train_report.report["top1"], "space": recipe.model.space}
+            "train_clean_top1": train_report.report["top1"], "space": recipe.model.space,
+            "start": policy.get("start", ""), "policy_kl": round(policy["kl_to_start"], 5) if policy else ""}
 
 
 def append_row(csv_path: Path, row: dict[str, object], columns: tuple[str, ...] = COLUMNS) -> None:
-    """Append one row, writing the header for a new file."""
+    """Append one row, writing the header for a new file; a file that exists keeps its own columns (keys it
+    lacks are left out, so rows of older protocols stay aligned)."""
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     new = not csv_path.is_file()
+    if not new:
+        with open(csv_path, newline="") as handle:
+            columns = tuple(next(csv.reader(handle), columns))
     with open(csv_path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerow(row)
