@@ -31,6 +31,8 @@ from dha_pipeline.recipe import Recipe
 TRIVIAL_AUGMENT = ["augment.trivial_augment=true"]
 TA_START = ["augment.start=trivial_wide", "augment.form=paper", "augment.kl_weight=1.0"]
 """The learned policy that starts at TrivialAugment Wide, on every sample, held near its start (issue 28)."""
+FIXED_P = ["augment.form=learned_fraction", "augment.fraction_lr=0"]
+"""The share p of augmented samples fixed at `augment.fraction_start` (no hyper-steps of p)."""
 VARIANTS: dict[str, list[str]] = {
     "manual": ["search.mode=manual", "search.components=[]"],
     "manual_ta": ["search.mode=manual", "search.components=[]", *TRIVIAL_AUGMENT],
@@ -43,6 +45,10 @@ VARIANTS: dict[str, list[str]] = {
     "manual_da_hpo": ["search.mode=manual", 'search.components=["da","hpo"]'],
     "manual_learned_ta": ["search.mode=manual", 'search.components=["da","hpo"]', *TA_START],
     "dha_ta": ["search.mode=joint", 'search.components=["nas","da","hpo"]', *TA_START],
+    "dha_fixed_p25": ["search.mode=joint", 'search.components=["nas","da","hpo"]', *FIXED_P,
+                      "augment.fraction_start=0.25"],
+    "dha_fixed_p50": ["search.mode=joint", 'search.components=["nas","da","hpo"]', *FIXED_P,
+                      "augment.fraction_start=0.5"],
 }
 COLUMNS = ("variant", "form", "seed", "top1", "top5", "wall_s", "params", "macs", "onnx_top1", "torch_top1",
            "aug_fraction", "val_top1", "train_clean_top1", "space", "start", "policy_kl")
