@@ -7,7 +7,9 @@ learned-fraction form at p = 0.5, timed on a step that is a hyper-step of p
 (one more backward, and a clean held-out forward/backward) and on one that is
 not; `dha_mean` weighs them as a run does (one hyper-step every
 `augment.fraction_every` steps). `dha_trivial` is DHA with the policy that starts at TrivialAugment
-Wide on every sample; `dha_trivial_fixed_p` the same on a fixed share p = 0.5 (no hyper-steps of p).
+Wide on every sample; `dha_trivial_fixed_p` the same on a fixed share p = 0.5 (no hyper-steps of p);
+`dha_trivial_val_*` the same policy moved by the held-out signal (`augment.signal = "val"`), timed on a
+step that moves tau and on one that does not.
 The last lines are ratios against NAS only.
 
     python bench/search_step.py [--size 32] [--channels 16] [--layers 8] [--batch 64] [--rounds 12] [--device cpu]
@@ -46,6 +48,8 @@ VARIANTS = {
     "dha_fraction_plain_step": (DHA, "next_batch", LEARNED_P, 1),
     "dha_trivial": (DHA, "next_batch", TRIVIAL, 0),
     "dha_trivial_fixed_p": (DHA, "next_batch", {**LEARNED_P, "start": "trivial_wide", "fraction_lr": 0.0}, 0),
+    "dha_trivial_val_step": (DHA, "next_batch", {**TRIVIAL, "signal": "val"}, 0),
+    "dha_trivial_val_plain_step": (DHA, "next_batch", {**TRIVIAL, "signal": "val"}, 1),
 }
 
 
@@ -113,6 +117,10 @@ def main() -> None:
     print(f"dha_fraction_vs_dha_paper_step_ratio={mean / medians['dha']:.3f}")
     for name in ("dha_trivial", "dha_trivial_fixed_p"):
         print(f"{name}_vs_nas_only_step_ratio={medians[name] / medians['nas_only']:.3f}")
+    every = runs["dha_trivial_val_step"].recipe.augment.signal_every
+    mean = (medians["dha_trivial_val_step"] + (every - 1) * medians["dha_trivial_val_plain_step"]) / every
+    print(f"dha_trivial_val_mean_ms={1000 * mean:.1f} (one step of tau on the held-out signal every {every} steps)")
+    print(f"dha_trivial_val_vs_nas_only_step_ratio={mean / medians['nas_only']:.3f}")
 
 
 if __name__ == "__main__":

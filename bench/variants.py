@@ -31,6 +31,8 @@ from dha_pipeline.recipe import Recipe
 TRIVIAL_AUGMENT = ["augment.trivial_augment=true"]
 TA_START = ["augment.start=trivial_wide", "augment.form=paper", "augment.kl_weight=1.0"]
 """The learned policy that starts at TrivialAugment Wide, on every sample, held near its start (issue 28)."""
+TA_VAL = [*TA_START, "augment.signal=val"]
+"""The same policy moved by the clean held-out loss instead of adversarially."""
 FIXED_P = ["augment.form=learned_fraction", "augment.fraction_lr=0"]
 """The share p of augmented samples fixed at `augment.fraction_start` (no hyper-steps of p)."""
 VARIANTS: dict[str, list[str]] = {
@@ -45,6 +47,8 @@ VARIANTS: dict[str, list[str]] = {
     "manual_da_hpo": ["search.mode=manual", 'search.components=["da","hpo"]'],
     "manual_learned_ta": ["search.mode=manual", 'search.components=["da","hpo"]', *TA_START],
     "dha_ta": ["search.mode=joint", 'search.components=["nas","da","hpo"]', *TA_START],
+    "manual_learned_ta_val": ["search.mode=manual", 'search.components=["da","hpo"]', *TA_VAL],
+    "dha_ta_val": ["search.mode=joint", 'search.components=["nas","da","hpo"]', *TA_VAL],
     "dha_fixed_p25": ["search.mode=joint", 'search.components=["nas","da","hpo"]', *FIXED_P,
                       "augment.fraction_start=0.25"],
     "dha_fixed_p50": ["search.mode=joint", 'search.components=["nas","da","hpo"]', *FIXED_P,

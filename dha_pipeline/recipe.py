@@ -18,8 +18,8 @@ from typing import Any
 import tomli_w
 
 from dha_pipeline.choices import (ArchInit, AugmentForm, Channels, Component, CompileMode, Device, Estimator,
-                                  FractionData, Mode, OpAffine, PolicyStart, Precision, Split, Storage, Switch,
-                                  TargetMetric)
+                                  FractionData, Mode, OpAffine, PolicySignal, PolicyStart, Precision, Split, Storage,
+                                  Switch, TargetMetric)
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_json, write_text
 from dha_pipeline.formats.registry import WRITABLE
@@ -95,6 +95,10 @@ class AugmentConfig:
     policy_lr: float = setting(0.05, low=0.0, high=10.0, help="Adam learning rate of tau")
     kl_weight: float = setting(0.0, low=0.0, high=1000.0, help="weight of KL(policy || its start) in tau's loss: "
                                                                "it leaves the start only where its gradient persists")
+    signal: PolicySignal = setting("adversarial", help="what moves tau: adversarial = the paper's (choices whose "
+                                                       "samples are harder gain), val = choices whose samples' "
+                                                       "gradients agree with the clean held-out gradient gain")
+    signal_every: int = setting(4, low=1, high=10_000, help="signal val: steps between tau's steps")
     temperature: float = setting(2.0, low=0.05, high=100.0, help="pairs are drawn from softmax(log P / T)")
     magnitude_max: float = setting(3.0, low=0.0, high=10.0, help="pairs start: magnitudes are uniform in [0, this]")
     entropy_floor: float = setting(0.9, low=0.0, high=1.0, help="fraction of the maximum policy entropy")
@@ -104,8 +108,8 @@ class AugmentConfig:
     fraction_start: float = setting(0.5, low=0.0, high=1.0, help="p at the start (learned_fraction form)")
     fraction_lr: float = setting(1.0, low=0.0, high=10.0, help="step of logit(p) per normalized hyper-step")
     fraction_every: int = setting(4, low=1, high=10_000, help="steps between hyper-steps of p")
-    fraction_data: FractionData = setting("val",
-                                          help="clean images p's hypergradient is measured on: val or train")
+    fraction_data: FractionData = setting("val", help="clean images p's hypergradient (and tau's, with signal "
+                                                      "val) is measured on: val or train")
 
 
 @dataclass

@@ -37,6 +37,9 @@ class StepContext:
     """The loss at the current weights on a random base-augmented training batch."""
     clean_loss: Callable[[str], torch.Tensor]
     """The loss at the current weights on a random un-augmented batch of a split ('val' or 'train')."""
+    replay_loss: Callable[[], torch.Tensor]
+    """The per-sample losses of this step's batch at the current weights, its random draws (drop-path)
+    replayed, without gradients, BatchNorm statistics untouched."""
 
 
 class Learner:

@@ -35,13 +35,13 @@ from dha_pipeline.search import observe
 from dha_pipeline.search.architecture import ArchitectureLearner, FixedArchitecture, child_cost
 from dha_pipeline.search.forward import TrainingForward
 from dha_pipeline.search.fraction import FractionLearner, NoFraction
-from dha_pipeline.search.hpo import HyperSGD
+from dha_pipeline.search.hpo import HyperSGD, preserved_buffers
 from dha_pipeline.search.hyper import HyperLearner
 from dha_pipeline.search.learner import StepContext
 from dha_pipeline.search.nonfinite import NonFiniteWatch
 from dha_pipeline.search.phase import Phase
 from dha_pipeline.search.policy import NoPolicy, PolicyLearner
-from dha_pipeline.search.random_state import restore_streams, stream_state
+from dha_pipeline.search.random_state import RandomState, restore_streams, stream_state
 from dha_pipeline.spaces.base import DataShape, Genotype
 from dha_pipeline.spaces.registry import get_space
 
@@ -118,11 +118,12 @@ class SearchRun:
         share = self.fraction.share(len(labels), index, self.generator)
         images, drawn = self.policy.augment(images, share, self.generator)
         images = self.base_augment.after_policy(images, self.generator)
-        logits, aux_logits = self.forward_train(self.standardize(images))
+        inputs, drawn_state = self.standardize(images), RandomState.capture(self.device)
+        logits, aux_logits = self.forward_train(inputs)
         per_sample = self.per_sample_loss(logits, aux_logits, labels)
         loss = per_sample.mean()
         step = StepContext(index, self.theta, self.network, self.clock.elapsed, per_sample, self.held_in_loss,
-                           self.clean_loss)
+                           self.clean_loss, lambda: self.replay_loss(inputs, labels, drawn_state))
         self.zero_grad()
         objective = self.policy.objective(loss, drawn, share.of(per_sample))
         for learner in self.learners:
@@ -163,6 +164,13 @@ class SearchRun:
         images, labels = self.source.random_batch("train", self.plan.local_batch, self.generator)
         return F.cross_entropy(self.forward_train(self.standardize(self.base_augment(to_unit(images),
                                                                                      self.generator)))[0], labels)
+
+    def replay_loss(self, inputs: torch.Tensor, labels: torch.Tensor, state: RandomState) -> torch.Tensor:
+        """Per-sample losses of a step's standardized batch at the current weights, the step's random draws
+        replayed from `state`; no gradients, buffers restored (tau's `val` signal)."""
+        with torch.no_grad(), preserved_buffers(self.network), state.replayed():
+            logits, aux_logits = self.forward_train(inputs)
+            return self.per_sample_loss(logits, aux_logits, labels)
 
     def clean_loss(self, split: str) -> torch.Tensor:
         """The loss on a random un-augmented batch of `split` at the current weights (p's held-out loss)."""

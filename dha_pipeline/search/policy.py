@@ -15,8 +15,11 @@ import torch
 
 from dha_pipeline.augment.policy import AugmentPolicy, PolicySample
 from dha_pipeline.augment.trivial_policy import TrivialPolicy
+from dha_pipeline.distributed import all_average
 from dha_pipeline.recipe import AugmentConfig
+from dha_pipeline.search.alignment import sample_alignment
 from dha_pipeline.search.fraction import Share
+from dha_pipeline.search.hpo import held_in_gradients
 from dha_pipeline.search.learner import Learner, StepContext
 
 TOP_PAIRS_LOGGED = 5
@@ -24,7 +27,9 @@ TOP_PAIRS_REPORTED = 20
 
 
 class PolicyLearner(Learner):
-    """tau, learned adversarially: the pairs that make harder-than-average samples gain probability."""
+    """tau, learned adversarially (the choices that make harder-than-average samples gain probability) or,
+    with `augment.signal = "val"`, by the clean held-out loss (the choices whose samples' gradients agree
+    with the held-out gradient gain probability; search/alignment.py)."""
 
     name = "tau"
     log = "policy"
@@ -39,23 +44,55 @@ class PolicyLearner(Learner):
                        ).to(device)
         self.start = settings.start
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=settings.policy_lr)
+        self.signal, self.every, self.data = settings.signal, settings.signal_every, settings.fraction_data
+        self.moves = settings.policy_lr > 0
+        self.drawn: tuple[PolicySample, torch.Tensor | None] | None = None
 
     def augment(self, images: torch.Tensor, share: Share, generator: torch.Generator
                 ) -> tuple[torch.Tensor, PolicySample | None]:
         """The batch (NCHW in [0, 1]) with the policy ops applied to the samples of `share`, and the pairs
         drawn for them (None when the share is empty)."""
+        self.drawn = None
         if share.augmented is None:
             sample = self.sample(len(images), generator)
+            self.drawn = (sample, None)
             return self.apply(images, sample), sample
         if not len(share.augmented):
             return images, None
         sample = self.sample(len(share.augmented), generator)
+        self.drawn = (sample, share.augmented)
         chosen = self.apply(images.index_select(0, share.augmented), sample)
         return images.index_copy(0, share.augmented, chosen), sample
 
     def objective(self, loss: torch.Tensor, sample: PolicySample | None, share_loss: torch.Tensor) -> torch.Tensor:
-        """The training loss plus L_DA of the drawn pairs (given the augmented samples' losses)."""
-        return loss if sample is None else loss + self.loss(sample, share_loss)
+        """The training loss plus, with the adversarial signal, L_DA of the drawn pairs (given the augmented
+        samples' losses)."""
+        adversarial = sample is not None and self.signal == "adversarial"
+        return loss + self.loss(sample, share_loss) if adversarial else loss
+
+    def after_theta_step(self, step: StepContext) -> None:
+        """With the `val` signal, every `signal_every` steps: the alignment s_k of each augmented sample with the
+        clean held-out gradient at theta', standardized over the batch, and one Adam step of tau on L_DA of
+        s (above-average choices gain), with the entropy floor and the KL term to the start."""
+        drawn, self.drawn = self.drawn, None
+        if self.signal != "val" or not self.moves or step.index % self.every:
+            return
+        held_out = held_in_gradients(step.network, step.theta, lambda: step.clean_loss(self.data))
+        all_average(held_out)
+        self.zero_grad()
+        alignment = None if drawn is None else sample_alignment(step.theta, held_out, step.replay_loss)
+        if drawn is not None and alignment is not None:
+            sample, augmented = drawn
+            score = alignment if augmented is None else alignment[augmented]
+            spread = score.std() if len(score) > 1 else score.new_zeros(())
+            score = (score - score.mean()) / spread.clamp_min(torch.finfo(score.dtype).tiny)
+            with torch.enable_grad():
+                self.loss(sample, score).backward()
+        for parameter in self.parameters():  # a rank with nothing drawn still takes part in the reduction
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+        all_average([parameter.grad for parameter in self.parameters()])
+        self.optimizer.step()
 
     def sample(self, n: int, generator: torch.Generator) -> PolicySample:
         """One op pair, magnitudes and signs per sample of a batch of n."""
@@ -78,8 +115,10 @@ class PolicyLearner(Learner):
         self.optimizer.zero_grad(set_to_none=True)
 
     def step(self, step: StepContext | None = None) -> None:
-        """One Adam step on tau."""
-        self.optimizer.step()
+        """One Adam step on tau from the training backward pass (the adversarial signal; with `val` tau has no
+        gradient there and moves in `after_theta_step`)."""
+        if self.signal == "adversarial":
+            self.optimizer.step()
 
     @torch.no_grad()
     def entropy(self) -> float:
@@ -125,7 +164,8 @@ class PolicyLearner(Learner):
 
     def report(self) -> dict[str, Any]:
         """What summaries and metadata show under `policy`: where it started and how far it moved."""
-        return {"policy": {"start": self.start, "kl_to_start": self.kl_to_start(), "entropy": self.entropy()}}
+        return {"policy": {"start": self.start, "signal": self.signal, "kl_to_start": self.kl_to_start(),
+                           "entropy": self.entropy()}}
 
     def state_dict(self) -> dict[str, Any]:
         """Checkpoint part: tau and its optimizer."""
