@@ -280,6 +280,9 @@ def _check_consistency(recipe: Recipe) -> None:
         raise DhaError(f"search.mode = '{search.mode}' searches the architecture, so it needs 'nas' in components",
                        "add 'nas' to search.components, or use mode 'manual'")
     recipe.model.validate()
+    if "da" in search.components and recipe.augment.trivial_augment and recipe.augment.start == "trivial_wide":
+        raise DhaError("augment.trivial_augment and augment.start = 'trivial_wide' would both apply TrivialAugment "
+                       "Wide to a sample", "keep the learned policy's start and set augment.trivial_augment = false")
     if recipe.export.int8 and "onnx" not in recipe.export.formats:
         raise DhaError(f"export.int8 quantizes the ONNX model, but export.formats = {recipe.export.formats} has no "
                        "'onnx'", "add onnx to export.formats (--format), or drop export.int8 (--int8)")
