@@ -35,6 +35,8 @@ TA_VAL = [*TA_START, "augment.signal=val"]
 """The same policy moved by the clean held-out loss instead of adversarially."""
 FIXED_P = ["augment.form=learned_fraction", "augment.fraction_lr=0"]
 """The share p of augmented samples fixed at `augment.fraction_start` (no hyper-steps of p)."""
+JOINT_DHA = ["search.mode=joint", 'search.components=["nas","da","hpo"]']
+MANUAL_DA_HPO = ["search.mode=manual", 'search.components=["da","hpo"]']
 VARIANTS: dict[str, list[str]] = {
     "manual": ["search.mode=manual", "search.components=[]"],
     "manual_ta": ["search.mode=manual", "search.components=[]", *TRIVIAL_AUGMENT],
@@ -43,17 +45,19 @@ VARIANTS: dict[str, list[str]] = {
     "nas_da": ["search.mode=joint", 'search.components=["nas","da"]'],
     "nas_hpo": ["search.mode=joint", 'search.components=["nas","hpo"]'],
     "sequential": ["search.mode=sequential", 'search.components=["nas","da","hpo"]'],
-    "dha": ["search.mode=joint", 'search.components=["nas","da","hpo"]'],
-    "manual_da_hpo": ["search.mode=manual", 'search.components=["da","hpo"]'],
-    "manual_learned_ta": ["search.mode=manual", 'search.components=["da","hpo"]', *TA_START],
-    "dha_ta": ["search.mode=joint", 'search.components=["nas","da","hpo"]', *TA_START],
-    "manual_learned_ta_val": ["search.mode=manual", 'search.components=["da","hpo"]', *TA_VAL],
-    "dha_ta_val": ["search.mode=joint", 'search.components=["nas","da","hpo"]', *TA_VAL],
-    "dha_fixed_p25": ["search.mode=joint", 'search.components=["nas","da","hpo"]', *FIXED_P,
-                      "augment.fraction_start=0.25"],
-    "dha_fixed_p50": ["search.mode=joint", 'search.components=["nas","da","hpo"]', *FIXED_P,
-                      "augment.fraction_start=0.5"],
+    "dha": JOINT_DHA,
+    "manual_da_hpo": MANUAL_DA_HPO,
+    "manual_learned_ta": [*MANUAL_DA_HPO, *TA_START],
+    "dha_ta": [*JOINT_DHA, *TA_START],
+    "manual_learned_ta_val": [*MANUAL_DA_HPO, *TA_VAL],
+    "dha_ta_val": [*JOINT_DHA, *TA_VAL],
+    "dha_fixed_p25": [*JOINT_DHA, *FIXED_P, "augment.fraction_start=0.25"],
+    "dha_fixed_p50": [*JOINT_DHA, *FIXED_P, "augment.fraction_start=0.5"],
+    "manual_learned_ta_p25": [*MANUAL_DA_HPO, *TA_START, *FIXED_P, "augment.fraction_start=0.25"],
+    "dha_ta_p25": [*JOINT_DHA, *TA_START, *FIXED_P, "augment.fraction_start=0.25"],
+    "dha_ta_p50": [*JOINT_DHA, *TA_START, *FIXED_P, "augment.fraction_start=0.5"],
 }
+"""A variant's `--set` lines; `_p25`/`_p50`: the policy on a fixed share p of each batch (no hyper-steps of p)."""
 COLUMNS = ("variant", "form", "seed", "top1", "top5", "wall_s", "params", "macs", "onnx_top1", "torch_top1",
            "aug_fraction", "val_top1", "train_clean_top1", "space", "start", "policy_kl")
 FORMS = ("learned_fraction", "paper")
