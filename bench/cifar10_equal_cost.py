@@ -12,9 +12,9 @@ hand design trained inside the supernet, which separates what the one-stage trai
 search's moves cost; `affine_always` and `dha_affine_always` are `no_warmup` and `dha_no_warmup` whose ops'
 BatchNorm scales and shifts train from the start (`search.op_affine = "always"`); `still_warmup` and
 `dha_still_warmup` warm up without redrawing (the known design alone trains while the codes wait);
-`nas_ta_still` is `still_warmup` with TrivialAugment Wide on every sample, `nas_hpo_still` with HPO, `dha_ta` is `dha_still_warmup`
-whose learned policy starts at TrivialAugment Wide on every sample, held near it by a KL term
-(variants.TA_START), and `manual_learned_ta` is that policy with HPO on the fixed hand design; `_p25` /
+`nas_ta_still` is `still_warmup` with TrivialAugment Wide on every sample, `nas_hpo_still` with HPO,
+`dha_ta` is `dha_still_warmup` whose learned policy starts at TrivialAugment Wide on every sample, held
+near it by a KL term (variants.TA_START), and `manual_learned_ta` is that policy with HPO on the fixed hand design; `_p25` /
 `_p50` put the policy on a fixed share p of each batch. The plain arms run the recipe as it is.
 Every run is a whole `dha run`; each row adds the child's cost against its target and its batch-1
 onnxruntime latency on one thread (median of `--latency-runs` after a warm-up), measured right after
