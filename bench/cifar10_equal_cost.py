@@ -14,8 +14,9 @@ BatchNorm scales and shifts train from the start (`search.op_affine = "always"`)
 `dha_still_warmup` warm up without redrawing (the known design alone trains while the codes wait);
 `nas_ta_still` is `still_warmup` with TrivialAugment Wide on every sample, `nas_hpo_still` with HPO,
 `dha_ta` is `dha_still_warmup` whose learned policy starts at TrivialAugment Wide on every sample, held
-near it by a KL term (variants.TA_START), and `manual_learned_ta` is that policy with HPO on the fixed hand design; `_p25` /
-`_p50` put the policy on a fixed share p of each batch. The plain arms run the recipe as it is.
+near it by a KL term (variants.TA_START), and `manual_learned_ta` is that policy with HPO on the fixed hand
+design; `_p25` / `_p50` put the policy on a fixed share p of each batch. The plain arms run the recipe as
+it is.
 Every run is a whole `dha run`; each row adds the child's cost against its target and its batch-1
 onnxruntime latency on one thread (median of `--latency-runs` after a warm-up), measured right after
 the run. Rows go to `--csv` as runs finish; rerunning skips them.
