@@ -13,6 +13,7 @@ search's moves cost; `affine_always` and `dha_affine_always` are `no_warmup` and
 BatchNorm scales and shifts train from the start (`search.op_affine = "always"`); `still_warmup` and
 `dha_still_warmup` warm up without redrawing (the known design alone trains while the codes wait);
 `nas_ta_still` is `still_warmup` with TrivialAugment Wide on every sample, `nas_hpo_still` with HPO,
+`nas_hpo_anchor` / `dha_anchor` are `nas_hpo_still` / `dha_still_warmup` with eta held near its start,
 `dha_ta` is `dha_still_warmup` whose learned policy starts at TrivialAugment Wide on every sample, held
 near it by a KL term (variants.TA_START), and `manual_learned_ta` is that policy with HPO on the fixed hand
 design; `_p25` / `_p50` put the policy on a fixed share p of each batch. The plain arms run the recipe as
@@ -56,6 +57,11 @@ REDRAW = f"search.warmup_redraw={REDRAW_SHARE}"
 """The warm-up's redraw share the `_new` arms were measured with."""
 
 
+ANCHOR = "0.02"
+"""The pull of eta back to the recipe's values the `_anchor` arms use (hpo.anchor; = hyper_lr: at most a
+factor e away)."""
+
+
 def new_but(*off: str, redraw: str = REDRAW_SHARE) -> list[str]:
     """The new settings except those named in `off`, which are switched off; a warm-up redraws `redraw`."""
     lines = [OFF[key] if key in off else line for key, line in NEW.items()]
@@ -81,6 +87,8 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "dha_ta": ("dha_ta", new_but(redraw="0")),
     "manual_learned_ta": ("manual_learned_ta", []),
     "nas_hpo_still": ("nas_hpo", new_but(redraw="0")),
+    "nas_hpo_anchor": ("nas_hpo", [*new_but(redraw="0"), f"hpo.anchor={ANCHOR}"]),
+    "dha_anchor": ("dha", [*new_but(redraw="0"), f"hpo.anchor={ANCHOR}"]),
     "dha_ta_p25": ("dha_ta_p25", new_but(redraw="0")),
     "dha_ta_p50": ("dha_ta_p50", new_but(redraw="0")),
     "manual_learned_ta_p25": ("manual_learned_ta_p25", []),

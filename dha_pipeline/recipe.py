@@ -159,6 +159,9 @@ class HpoConfig:
 
     estimator: Estimator = setting("next_batch")
     hyper_lr: float = setting(0.02, low=0.0, high=10.0, help="step of log(lr), log(wd) per normalized hyper-step")
+    anchor: float = setting(0.0, low=0.0, high=1.0,
+                            help="pull of log(lr), log(wd) back to the recipe's values per hyper-step (share of "
+                                 "the gap): eta settles at most a factor exp(hyper_lr / anchor) away; 0 = none")
     lr_low: float = setting(1e-4, low=1e-8, high=10.0)
     lr_high: float = setting(0.5, low=1e-8, high=10.0)
     wd_low: float = setting(1e-6, low=1e-10, high=1.0)

@@ -197,14 +197,14 @@ def test_entropy_floor() -> None:
     assert collapsed.entropy().item() > entropy
 
 
-def test_top_pairs_and_as_dict() -> None:
+def test_top_choices_and_as_dict() -> None:
     policy = AugmentPolicy()
     with torch.no_grad():
         policy.tau[OP_NAMES.index("rotate") * K + OP_NAMES.index("solarize")] = 3.0
         policy.tau[OP_NAMES.index("equalize") * K + OP_NAMES.index("equalize")] = 2.0
-    top = policy.top_pairs(2)
-    assert [(a, b) for a, b, _ in top] == [("rotate", "solarize"), ("equalize", "equalize")]
-    assert top[0][2] == pytest.approx(policy.probs().max().item())
+    top = policy.top_choices(2)
+    assert [name for name, _ in top] == ["rotate+solarize", "equalize+equalize"]
+    assert top[0][1] == pytest.approx(policy.probs().max().item())
     table = policy.as_dict()
     assert len(table) == 20 and list(table)[:2] == ["rotate+solarize", "equalize+equalize"]
     assert list(table.values()) == sorted(table.values(), reverse=True)

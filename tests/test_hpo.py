@@ -113,20 +113,28 @@ def test_step_equals_torch_sgd(grad_clip: float) -> None:
 
 
 def run_quadratic(lr: float, steps: int, lr_bounds: tuple[float, float] = (1e-7, 1e3),
-                  hyper_lr: float = 0.05) -> list[float]:
+                  hyper_lr: float = 0.05, anchor: float = 0.0) -> list[float]:
     """Hyper-steps on 1/2 (theta - c)^T H (theta - c), H diagonal in [0.1, 1], with next_batch gradients."""
     generator = torch.Generator().manual_seed(0)
     curvature = torch.linspace(0.1, 1.0, 300, dtype=torch.float64)
     centre = torch.randn(300, generator=generator, dtype=torch.float64)
     theta = nn.Parameter(torch.zeros(300, dtype=torch.float64))
     optimizer = HyperSGD([theta], lr=lr, momentum=MOMENTUM)
-    hyper = HyperOptimizer(HyperParams.from_values(lr, 1e-4, lr_bounds, (1e-6, 1e-2)), hyper_lr)
+    hyper = HyperOptimizer(HyperParams.from_values(lr, 1e-4, lr_bounds, (1e-6, 1e-2)), hyper_lr, anchor=anchor)
     write_eta(optimizer, hyper)
     history = []
     for _ in range(steps):
         optimizer.zero_grad()
         (0.5 * (curvature * (theta - centre) ** 2).sum()).backward()
-        hyper.step(optimizer, hyper.gradients(optimizer))
+        before = (float(hyper.params.log_lr), float(hyper.params.log_wd))
+        normalized = hyper.step(optimizer, hyper.gradients(optimizer))
+        if normalized is not None:  # normalized descent plus the anchor's pull, then the clamp
+            for after, old, h, start, (low, high) in zip(
+                    (hyper.params.log_lr, hyper.params.log_wd), before, normalized, hyper.start,
+                    ((lr_bounds[0], lr_bounds[1]), (1e-6, 1e-2)), strict=True):
+                expected = old - hyper_lr * float(h) - anchor * (old - float(start))
+                expected = min(max(expected, math.log(low)), math.log(high))
+                assert float(after) == pytest.approx(expected, abs=1e-12)
         write_eta(optimizer, hyper)
         optimizer.step()
         history.append(hyper.params.lr)
@@ -145,6 +153,15 @@ def test_hyper_step_lowers_a_diverging_learning_rate() -> None:
     diverging = 2 * (1 + MOMENTUM) / 1.0 * 3  # 3x the heavy-ball stability limit for lambda_max = 1
     history = run_quadratic(diverging, steps=40)
     assert history[-1] < 2 * (1 + MOMENTUM) < diverging  # back inside the stable range
+
+
+def test_anchor_holds_eta_within_its_factor_of_the_start() -> None:
+    free = run_quadratic(1e-5, steps=150)
+    held = run_quadratic(1e-5, steps=150, anchor=0.05)  # hyper_lr / anchor = 1: at most a factor e
+    assert free[-1] > 100 * 1e-5
+    assert 1.5 * 1e-5 < held[-1] <= math.e * 1e-5 * (1 + 1e-9)  # strong evidence still moves it, boundedly
+    with pytest.raises(ValueError, match="anchor"):
+        HyperOptimizer(HyperParams.from_values(0.1, 1e-4, (1e-4, 0.5), (1e-6, 1e-2)), 0.02, anchor=1.5)
 
 
 def test_bounds_are_respected() -> None:
@@ -231,7 +248,7 @@ def test_held_in_estimator_leaves_batchnorm_statistics_and_grads_alone() -> None
 def test_state_round_trip() -> None:
     model, batches = least_squares()
     optimizer = two_groups(model, 0.05, 0.02, 1.0)
-    hyper = HyperOptimizer(HyperParams.from_values(0.05, 0.02, (1e-4, 0.5), (1e-6, 0.1)), 0.02)
+    hyper = HyperOptimizer(HyperParams.from_values(0.05, 0.02, (1e-4, 0.5), (1e-6, 0.1)), 0.02, anchor=0.1)
     write_eta(optimizer, hyper)
     for batch in batches[:2]:
         optimizer.zero_grad()
@@ -252,6 +269,7 @@ def test_state_round_trip() -> None:
     twin_hyper.load_state_dict(saved["hyper"])
     assert (twin_hyper.params.lr, twin_hyper.params.wd) == (hyper.params.lr, hyper.params.wd)
     assert twin_hyper.state_dict()["params"]["lr_high"] == 0.5 and twin_hyper.estimator == "next_batch"
+    assert twin_hyper.anchor == 0.1 and math.exp(float(twin_hyper.start[0])) == pytest.approx(0.05)
     for m, opt, hyp in ((model, optimizer, hyper), (twin, twin_optimizer, twin_hyper)):
         opt.zero_grad()
         mse(m, batches[2]).backward()

@@ -219,12 +219,6 @@ class AugmentPolicy(nn.Module):
         objective = -(p / q * (loss - loss.mean())).mean() + self.floor_penalty()
         return objective + self.kl_weight * self.kl_to_start() if self.kl_weight else objective
 
-    def top_pairs(self, k: int) -> list[tuple[str, str, float]]:
-        """The k most probable pairs as (op1, op2, probability), most probable first."""
-        probs, index = self.probs().detach().cpu().topk(min(k, self.tau.numel()))
-        return [(self.op_names[i // self.num_ops], self.op_names[i % self.num_ops], p)
-                for i, p in zip(index.tolist(), probs.tolist())]
-
     def top_choices(self, k: int) -> list[tuple[str, float]]:
         """The k most probable choices as (name, probability), most probable first."""
         probs, index = self.probs().detach().cpu().topk(min(k, self.tau.numel()))

@@ -317,12 +317,22 @@ class HyperOptimizer:
     at the hypergradient-descent equilibrium (successive steps orthogonal), needs
     no optimizer state, and is identical on every rank. Clamped to the bounds. It changes eta only;
     writing lr and wd into theta's optimizer is the hyper learner's job (search/hyper.py).
+
+    `anchor` > 0 pulls log eta back toward where it started by that share of the gap per hyper-step:
+    log_eta <- log_eta - hyper_lr * h - anchor * (log_eta - log_eta_start). Under a mean normalized
+    hypergradient m, eta settles at log_eta_start - (hyper_lr / anchor) * m, so a small but persistent m
+    (the short-horizon bias of greedy lr hypergradients, which lowers lr in every run) moves eta by a
+    small factor, while a strong, consistent m can still move it by up to exp(hyper_lr / anchor).
     """
 
-    def __init__(self, params: HyperParams, hyper_lr: float, estimator: str = "next_batch") -> None:
+    def __init__(self, params: HyperParams, hyper_lr: float, estimator: str = "next_batch",
+                 anchor: float = 0.0) -> None:
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown hypergradient estimator '{estimator}'; use one of {', '.join(ESTIMATORS)}")
-        self.params, self.hyper_lr, self.estimator = params, hyper_lr, estimator
+        if not 0.0 <= anchor <= 1.0:
+            raise ValueError(f"the anchor's pull must lie in [0, 1], got {anchor}")
+        self.params, self.hyper_lr, self.estimator, self.anchor = params, hyper_lr, estimator, anchor
+        self.start = (params.log_lr.detach().clone(), params.log_wd.detach().clone())
 
     def gradients(self, optimizer: HyperSGD, module: nn.Module | None = None,
                   closure: Callable[[], torch.Tensor] | None = None) -> Grads:
@@ -347,17 +357,26 @@ class HyperOptimizer:
             return None
         h_lr, h_wd = normalized
         self.params.to_(h_lr.device)
+        start_lr, start_wd = (value.to(h_lr.device) for value in self.start)
         with torch.no_grad():
-            self.params.log_lr -= self.hyper_lr * h_lr
-            self.params.log_wd -= self.hyper_lr * h_wd
+            pull_lr = self.anchor * (self.params.log_lr - start_lr)
+            pull_wd = self.anchor * (self.params.log_wd - start_wd)
+            self.params.log_lr -= self.hyper_lr * h_lr + pull_lr
+            self.params.log_wd -= self.hyper_lr * h_wd + pull_wd
         self.params.clamp_()
         return h_lr, h_wd
 
     def state_dict(self) -> dict[str, Any]:
         """Checkpoint form."""
-        return {"params": self.params.state_dict(), "hyper_lr": self.hyper_lr, "estimator": self.estimator}
+        return {"params": self.params.state_dict(), "hyper_lr": self.hyper_lr, "estimator": self.estimator,
+                "anchor": self.anchor, "start": [value.clone() for value in self.start]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Inverse of `state_dict`."""
+        """Inverse of `state_dict` (a checkpoint written before the anchor keeps the recipe's start)."""
         self.params.load_state_dict(state["params"])
         self.hyper_lr, self.estimator = float(state["hyper_lr"]), str(state["estimator"])
+        self.anchor = float(state.get("anchor", self.anchor))
+        if "start" in state:
+            start_lr, start_wd = state["start"]
+            self.start = (torch.as_tensor(start_lr, dtype=torch.float64).clone(),
+                          torch.as_tensor(start_wd, dtype=torch.float64).clone())

@@ -39,7 +39,7 @@ class HyperLearner(Learner):
         if learned:
             params = HyperParams.from_values(train.lr, train.weight_decay, (hpo.lr_low, hpo.lr_high),
                                              (hpo.wd_low, hpo.wd_high))
-            self.rule = HyperOptimizer(params, hpo.hyper_lr, hpo.estimator)
+            self.rule = HyperOptimizer(params, hpo.hyper_lr, hpo.estimator, hpo.anchor)
         self.factor = schedule_factor(train, 0, steps_per_epoch)
 
     @property

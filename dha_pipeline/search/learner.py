@@ -39,7 +39,7 @@ class StepContext:
     """The loss at the current weights on a random un-augmented batch of a split ('val' or 'train')."""
     replay_loss: Callable[[], torch.Tensor]
     """The per-sample losses of this step's batch at the current weights, its random draws (drop-path)
-    replayed, without gradients, BatchNorm statistics untouched."""
+    replayed, without gradients, BatchNorm statistics untouched; only in a step some learner `replays`."""
 
 
 class Learner:
@@ -56,6 +56,11 @@ class Learner:
 
     def start_step(self, index: int) -> None:
         """Before the step of index `index` (in the whole run) draws or computes anything."""
+
+    def replays(self, index: int) -> bool:
+        """Does this learner call `StepContext.replay_loss` in step `index`? (Only then is the step's random
+        state captured.)"""
+        return False
 
     def zero_grad(self) -> None:
         """Drop the gradients of `parameters()` before the backward pass."""

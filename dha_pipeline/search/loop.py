@@ -118,7 +118,8 @@ class SearchRun:
         share = self.fraction.share(len(labels), index, self.generator)
         images, drawn = self.policy.augment(images, share, self.generator)
         images = self.base_augment.after_policy(images, self.generator)
-        inputs, drawn_state = self.standardize(images), RandomState.capture(self.device)
+        replayed = any(learner.replays(index) for learner in self.learners)
+        inputs, drawn_state = self.standardize(images), RandomState.capture(self.device) if replayed else None
         logits, aux_logits = self.forward_train(inputs)
         per_sample = self.per_sample_loss(logits, aux_logits, labels)
         loss = per_sample.mean()
@@ -165,9 +166,11 @@ class SearchRun:
         return F.cross_entropy(self.forward_train(self.standardize(self.base_augment(to_unit(images),
                                                                                      self.generator)))[0], labels)
 
-    def replay_loss(self, inputs: torch.Tensor, labels: torch.Tensor, state: RandomState) -> torch.Tensor:
+    def replay_loss(self, inputs: torch.Tensor, labels: torch.Tensor, state: RandomState | None) -> torch.Tensor:
         """Per-sample losses of a step's standardized batch at the current weights, the step's random draws
         replayed from `state`; no gradients, buffers restored (tau's `val` signal)."""
+        if state is None:
+            raise RuntimeError("replay_loss called in a step no learner declared with `replays`")
         with torch.no_grad(), preserved_buffers(self.network), state.replayed():
             logits, aux_logits = self.forward_train(inputs)
             return self.per_sample_loss(logits, aux_logits, labels)

@@ -23,7 +23,7 @@ from dha_pipeline.search.hpo import held_in_gradients
 from dha_pipeline.search.learner import Learner, StepContext
 
 TOP_PAIRS_LOGGED = 5
-TOP_PAIRS_REPORTED = 20
+TOP_CHOICES_REPORTED = 20
 
 
 class PolicyLearner(Learner):
@@ -70,12 +70,16 @@ class PolicyLearner(Learner):
         adversarial = sample is not None and self.signal == "adversarial"
         return loss + self.loss(sample, share_loss) if adversarial else loss
 
+    def replays(self, index: int) -> bool:
+        """The `val` signal replays the batch in the steps tau moves in."""
+        return self.signal == "val" and self.moves and index % self.every == 0
+
     def after_theta_step(self, step: StepContext) -> None:
         """With the `val` signal, every `signal_every` steps: the alignment s_k of each augmented sample with the
         clean held-out gradient at theta', standardized over the batch, and one Adam step of tau on L_DA of
         s (above-average choices gain), with the entropy floor and the KL term to the start."""
         drawn, self.drawn = self.drawn, None
-        if self.signal != "val" or not self.moves or step.index % self.every:
+        if not self.replays(step.index):
             return
         held_out = held_in_gradients(step.network, step.theta, lambda: step.clean_loss(self.data))
         all_average(held_out)
@@ -130,7 +134,7 @@ class PolicyLearner(Learner):
         """KL(P || start) in nats: how far the policy moved from where it began."""
         return float(self.policy.kl_to_start())
 
-    def top_pairs(self, top: int = TOP_PAIRS_REPORTED) -> dict[str, float] | None:
+    def top_choices(self, top: int = TOP_CHOICES_REPORTED) -> dict[str, float] | None:
         """The `top` most probable choices as {"op1+op2" (or "op" for one op per sample): probability}."""
         return self.policy.as_dict(top)
 
@@ -191,7 +195,7 @@ class NoPolicy(Learner):
         """The training loss."""
         return loss
 
-    def top_pairs(self, top: int = TOP_PAIRS_REPORTED) -> dict[str, float] | None:
+    def top_choices(self, top: int = TOP_CHOICES_REPORTED) -> dict[str, float] | None:
         """No policy to report."""
         return None
 

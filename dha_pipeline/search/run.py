@@ -46,7 +46,7 @@ def search_result(run: SearchRun) -> SearchResult:
         network=run.network.config.to_dict(),
         state_dict={k: v.detach().cpu() for k, v in run.network.state_dict().items()},
         arch_weights=None if arch.fixed else SearchResult.pack_weights(arch.weights()),
-        genotype=run.arch.genotype().to_dict(), hyperparameters=run.hyperparameters(), da_policy=run.policy.top_pairs(),
+        genotype=run.arch.genotype().to_dict(), hyperparameters=run.hyperparameters(), da_policy=run.policy.top_choices(),
         base_augment=run.base_augment.to_dict(), components=sorted(run.components), mode=run.mode,
         epochs=run.epoch, final_val_top1=run.history[-1]["val_top1"] if run.history else None,
         classes=data.classes, mean=data.mean, std=data.std, channels=data.channels, image_size=data.image_size,
