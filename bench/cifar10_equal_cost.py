@@ -13,7 +13,8 @@ search's moves cost; `affine_always` and `dha_affine_always` are `no_warmup` and
 BatchNorm scales and shifts train from the start (`search.op_affine = "always"`); `still_warmup` and
 `dha_still_warmup` warm up without redrawing (the known design alone trains while the codes wait);
 `nas_ta_still` is `still_warmup` with TrivialAugment Wide on every sample, `nas_hpo_still` with HPO,
-`nas_hpo_anchor` / `dha_anchor` are `nas_hpo_still` / `dha_still_warmup` with eta held near its start,
+`nas_hpo_anchor` / `dha_anchor` are `nas_hpo_still` / `dha_still_warmup` with eta held near its start
+(hpo.anchor), `dha_anchor_p25` / `_p50` the same with the pairs policy on a fixed share p of each batch,
 `dha_ta` is `dha_still_warmup` whose learned policy starts at TrivialAugment Wide on every sample, held
 near it by a KL term (variants.TA_START), and `manual_learned_ta` is that policy with HPO on the fixed hand
 design; `_p25` / `_p50` put the policy on a fixed share p of each batch. The plain arms run the recipe as
@@ -89,6 +90,8 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "nas_hpo_still": ("nas_hpo", new_but(redraw="0")),
     "nas_hpo_anchor": ("nas_hpo", [*new_but(redraw="0"), f"hpo.anchor={ANCHOR}"]),
     "dha_anchor": ("dha", [*new_but(redraw="0"), f"hpo.anchor={ANCHOR}"]),
+    "dha_anchor_p25": ("dha_fixed_p25", [*new_but(redraw="0"), f"hpo.anchor={ANCHOR}"]),
+    "dha_anchor_p50": ("dha_fixed_p50", [*new_but(redraw="0"), f"hpo.anchor={ANCHOR}"]),
     "dha_ta_p25": ("dha_ta_p25", new_but(redraw="0")),
     "dha_ta_p50": ("dha_ta_p50", new_but(redraw="0")),
     "manual_learned_ta_p25": ("manual_learned_ta_p25", []),
