@@ -63,9 +63,12 @@ class TrainConfig:
 
     epochs: int = setting(10, low=1, high=10_000)
     batch_size: int = setting(64, low=1, high=65_536)
-    lr: float = setting(0.05, low=1e-6, high=10.0)
+    lr: float = setting(0.05, low=1e-6, high=10.0, help="base learning rate, stated for a global batch of lr_batch")
+    lr_batch: int = setting(0, low=0, high=1 << 24, help="the global batch lr (and lr_min, hpo.lr_low/high) was tuned "
+                                                           "for: a run at another batch uses lr x batch / lr_batch "
+                                                           "(linear rule); 0 = lr as given at any batch")
     lr_min: float = setting(0.0, low=0.0, high=10.0)
-    warmup_epochs: int = setting(0, low=0, high=1000)
+    warmup_epochs: int = setting(0, low=0, high=1000, help="epochs of linear lr warm-up, fewer than epochs")
     momentum: float = setting(0.9, low=0.0, high=0.999)
     weight_decay: float = setting(3e-4, low=0.0, high=1.0)
     grad_clip: float = setting(5.0, low=0.0, high=1e6, help="0 disables clipping")
@@ -286,6 +289,10 @@ def _check_consistency(recipe: Recipe) -> None:
     if "da" in search.components and recipe.augment.trivial_augment and recipe.augment.start == "trivial_wide":
         raise DhaError("augment.trivial_augment and augment.start = 'trivial_wide' would both apply TrivialAugment "
                        "Wide to a sample", "keep the learned policy's start and set augment.trivial_augment = false")
+    if recipe.train.warmup_epochs and recipe.train.warmup_epochs >= recipe.train.epochs:
+        raise DhaError(f"train.warmup_epochs = {recipe.train.warmup_epochs} is not below train.epochs = "
+                       f"{recipe.train.epochs}: the learning rate would rise for the whole run",
+                       f"set train.warmup_epochs below {recipe.train.epochs} (e.g. --set train.warmup_epochs=0)")
     if recipe.export.int8 and "onnx" not in recipe.export.formats:
         raise DhaError(f"export.int8 quantizes the ONNX model, but export.formats = {recipe.export.formats} has no "
                        "'onnx'", "add onnx to export.formats (--format), or drop export.int8 (--int8)")

@@ -162,6 +162,7 @@ def test_quickstart_recipe_meets_the_bar(tmp_path: Path) -> None:
     assert hyper["learned"] is True and hyper["schedule"]["kind"] == "cosine"
     assert hyper["lr"] != 0.05 and hyper["weight_decay"] != 3e-4
     assert 0.01 < hyper["lr"] < 0.5, "eta's base lr is reported, not the cosine-scheduled lr near 0 at the end"
+    assert hyper["lr_from_batch"]["factor"] == 1.0, "the quickstart runs at the batch its lr is stated for"
     assert len(metadata["genotype"]["normal"]) == 8 and len(metadata["genotype"]["reduce"]) == 8
     run_dir = tmp_path / "runs/digits_quickstart"
     for name in ("search/policy.csv", "search/hparams.csv", "search/arch.csv", "plots/policy_heatmap.png",

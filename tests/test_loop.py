@@ -82,7 +82,7 @@ def test_learning_rate_warmup_then_cosine() -> None:
     ({"mode": "sequential", "components": ["nas", "da", "hpo"], "search_epochs": 1}, {}),
 ])
 def test_every_variant_trains_and_leaves_its_logs(tmp_path: Path, digits8, search: dict, hpo: dict) -> None:  # type: ignore[no-untyped-def]
-    raw = _raw(tmp_path, search)
+    raw = _raw(tmp_path, search, lr_batch=128)  # lr 0.05 stated for batch 128: this batch of 64 starts at 0.025
     raw["hpo"] = {"hyper_lr": 0.2, **hpo}
     outcome = run_search(recipe_from_dict(raw), digits8)
     layout = _layout(tmp_path)
@@ -116,10 +116,14 @@ def test_every_variant_trains_and_leaves_its_logs(tmp_path: Path, digits8, searc
     if "hpo" in search["components"]:
         assert layout.plot("hparams").is_file()
         assert last["weight_decay"] != pytest.approx(3e-4, rel=1e-9), "wd must move under hpo"
-        assert last["lr"] != pytest.approx(0.05, rel=1e-9), "the base lr must move under hpo"
+        assert last["lr"] != pytest.approx(0.025, rel=1e-9), "the base lr must move under hpo"
+        assert 0.5e-4 <= last["lr"] <= 0.25, "HPO's lr bounds moved with the batch's factor"
         assert summary["hyperparameters"]["learned"] is True
     else:
-        assert last["weight_decay"] == 3e-4 and last["lr"] == 0.05
+        assert last["weight_decay"] == 3e-4 and last["lr"] == pytest.approx(0.025)
+    derived = summary["hyperparameters"]["lr_from_batch"]
+    assert derived == {"lr": pytest.approx(0.025), "stated_lr": 0.05, "stated_for_batch": 128, "global_batch": 64,
+                       "factor": 0.5, "rule": "linear"}
     assert last["scheduled_lr"] == pytest.approx(last["lr"] * float(hparams[-1]["schedule_factor"]))
     assert summary["hyperparameters"]["lr"] == last["lr"], "summaries report eta, not the scheduled lr"
     child, gap = derive_child(layout.result, tmp_path / "child.pt", tmp_path / "genotype.json")

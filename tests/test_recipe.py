@@ -121,6 +121,7 @@ def test_section_hash_changes_only_with_its_section() -> None:
     ({"hpo": {"lr_low": 0.1, "lr_high": 0.01}}, "lower bound"),
     ({"train": {"lr": 2.0}}, "outside [hpo.lr_low, hpo.lr_high]"),
     ({"augment": {"trivial_augment": True, "start": "trivial_wide"}}, "both apply TrivialAugment Wide"),
+    ({"train": {"epochs": 3, "warmup_epochs": 3}}, "would rise for the whole run"),
 ])
 def test_rules_across_keys(raw: dict, fragment: str) -> None:
     with pytest.raises(DhaError) as info:

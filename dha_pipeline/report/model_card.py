@@ -154,6 +154,11 @@ def _training(metadata: dict[str, Any]) -> list[str]:
         how = "learned by hypergradient" if hyper.get("learned") else "fixed by the recipe"
         lines.append(f"- eta ({how}): base learning rate {_number(hyper['lr'])}, weight decay "
                      f"{_number(hyper['weight_decay'])}")
+        derived = hyper.get("lr_from_batch")
+        if derived and derived["factor"] != 1.0:
+            lines.append(f"- starting learning rate {_number(derived['lr'])}: the recipe's "
+                         f"{_number(derived['stated_lr'])} for a global batch of {derived['stated_for_batch']}, "
+                         f"scaled linearly to {derived['global_batch']}")
         schedule = hyper.get("schedule")
         if schedule:
             warmup = f"{schedule['warmup_epochs']} warm-up epochs, then " if schedule["warmup_epochs"] else ""

@@ -33,6 +33,7 @@ from dha_pipeline.progress import EpochBars, Stopwatch, log_line
 from dha_pipeline.recipe import SEARCH_SECTIONS, Recipe
 from dha_pipeline.search import observe
 from dha_pipeline.search.architecture import ArchitectureLearner, FixedArchitecture, child_cost
+from dha_pipeline.search.batch_rule import batch_scaled
 from dha_pipeline.search.forward import TrainingForward
 from dha_pipeline.search.fraction import FractionLearner, NoFraction
 from dha_pipeline.search.hpo import HyperSGD, preserved_buffers
@@ -65,6 +66,7 @@ class SearchRun:
         self.components, self.mode = set(recipe.search.components), recipe.search.mode
         self.source = training_source(data, recipe, self.device, self.rank, self.world)
         self.plan = self.source.plan
+        self.train, self.hpo, self.lr_rule = batch_scaled(recipe.train, recipe.hpo, self.plan.global_batch)
         self.standardize = Standardize(data.mean, data.std, self.device)
         augment = recipe.augment
         self.base_augment = BaseAugment(augment.crop_padding, augment.hflip and not self.source.flips, augment.cutout,
@@ -96,7 +98,7 @@ class SearchRun:
             self.arch = FixedArchitecture(space, model, self.shape, genotype, device)
         self.network = self.arch.network
         broadcast_module(self.network)
-        train = recipe.train
+        train = self.train
         self.forward_train = TrainingForward(self.arch, train, device)
         self.theta = HyperSGD(self.network.parameters(), lr=train.lr, momentum=train.momentum,
                               weight_decay=train.weight_decay, grad_clip=train.grad_clip)
@@ -104,7 +106,7 @@ class SearchRun:
         self.policy = PolicyLearner(recipe.augment, device, self.shape.image_size) if da else NoPolicy()
         self.fraction = FractionLearner(recipe.augment, self.plan.global_batch, device) if da else NoFraction()
         steps, minutes = self.plan.steps_per_epoch, recipe.search.budget_minutes
-        self.hyper = HyperLearner(train, recipe.hpo, learned="hpo" in components, steps_per_epoch=steps,
+        self.hyper = HyperLearner(train, self.hpo, learned="hpo" in components, steps_per_epoch=steps,
                                   budget_minutes=minutes)
         self.learners = (self.hyper, self.policy, self.fraction, self.arch)
 
@@ -221,6 +223,8 @@ class SearchRun:
     def run(self) -> None:
         """Train to the end of the epoch budget (or the minutes budget), checkpointing as it goes."""
         train, every = self.recipe.train, self.recipe.train.checkpoint_every_steps
+        if is_main_process() and self.epoch == 0 and self.step_in_epoch == 0:
+            log_line(self.lr_rule.describe())
         with EpochBars(BAR_COLUMNS, loss=0.0, acc=0.0, lr=0.0, wd=0.0) as bars:
             while self.epoch < train.epochs and not self.clock.spent(self.recipe.search.budget_minutes):
                 self.clock.start()
@@ -311,5 +315,7 @@ class SearchRun:
                 "genotype": self.arch.genotype().to_dict(), "own_stream": self.generator.get_state()}
 
     def hyperparameters(self) -> dict[str, Any]:
-        """What the learners report: eta (and, with the policy on, p under `augment`)."""
-        return {key: value for learner in self.learners for key, value in learner.report().items()}
+        """What the learners report: eta (and, with the policy on, p under `augment`), and how the starting lr
+        followed the global batch (`lr_from_batch`)."""
+        reports = {key: value for learner in self.learners for key, value in learner.report().items()}
+        return {**reports, "lr_from_batch": self.lr_rule.as_dict()}
