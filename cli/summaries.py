@@ -48,6 +48,16 @@ def search_rows(data: dict[str, Any]) -> Rows:
         rows[f"{target['metric']} target"] = (f"child {child} of {target['target']:,.6g}, band from "
                                               f"{target['low']:,.6g}: {'in band' if target['in_band'] else 'OUT'}")
     rows["seconds"] = f"{data['seconds']:.1f}"
+    derived = hyper.get("lr_from_batch")
+    if derived and derived["factor"] != 1.0:
+        rows["starting lr (linear rule)"] = (f"{derived['lr']:.4g} = {derived['stated_lr']:.4g} x "
+                                             f"{derived['global_batch']} / {derived['stated_for_batch']}")
+    budget = data.get("budget")
+    if budget:
+        where = (f"stopped on time in epoch {budget['stopped_in_epoch']} after step {budget['stopped_after_step']} "
+                 f"of {budget['steps_per_epoch']}" if budget["stopped_in_epoch"] else
+                 "stopped between epochs" if budget["spent"] else "not reached")
+        rows["minutes budget"] = f"{budget['minutes']:g} min: {budget['trained_seconds']:.1f} s trained, {where}"
     augment = hyper.get("augment")
     if augment:
         rows[f"augmented share p ({'learned' if augment['learned'] else 'paper form'})"] = f"{augment['fraction']:.3f}"

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import torch
 
 from cli.summaries import search_rows
 from dha_pipeline.data.cache import build_dataset, save_cache
+from dha_pipeline import progress
 from dha_pipeline.derive import derive_child
 from dha_pipeline.errors import DhaError
 from dha_pipeline.layout import RunLayout
@@ -292,10 +294,23 @@ def test_budget_rejects_proposals_over_the_parameter_cap(tmp_path: Path, digits8
     assert load_checkpoint(capped.checkpoint)["genotype"] == initial.to_dict()
 
 
-def test_minutes_budget_stops_the_run_early(tmp_path: Path, digits8) -> None:  # type: ignore[no-untyped-def]
-    outcome = run_search(_recipe(tmp_path, {**DHA, "budget_minutes": 1e-4}, epochs=50), digits8)
-    assert len(outcome.history) == 1, "the budget is spent within the first epoch, so the run stops after it"
-    assert load_checkpoint(outcome.checkpoint)["epoch"] == 1
+def test_minutes_budget_stops_the_run_within_a_step(tmp_path: Path, digits8, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A clock that moves one second per reading: a 3-second budget ends the run after the third step of the
+    first epoch (of 6), not at the epoch's end; the epoch is closed, saved and reported as stopped on time."""
+    seconds = iter(range(10**6))
+    monkeypatch.setattr(progress, "time", types.SimpleNamespace(perf_counter=lambda: float(next(seconds))))
+    steps = []
+    real_step = loop.SearchRun.train_step
+    monkeypatch.setattr(loop.SearchRun, "train_step", lambda run, *batch: steps.append(1) or real_step(run, *batch))
+    outcome = run_search(_recipe(tmp_path, {**DHA, "budget_minutes": 0.05}, epochs=50), digits8)
+    assert len(outcome.history) == 1 and load_checkpoint(outcome.checkpoint)["epoch"] == 1
+    summary = json.loads(_layout(tmp_path).summary.read_text())
+    budget = summary["budget"]
+    assert budget["steps_per_epoch"] == 6 and budget["spent"] is True
+    assert (budget["stopped_in_epoch"], budget["stopped_after_step"]) == (1, len(steps)) and len(steps) <= 3
+    assert budget["trained_seconds"] >= 3.0
+    rows = search_rows({**summary, "network": {}, "result": "", "resumed_from": None})
+    assert "stopped on time in epoch 1" in rows["minutes budget"]
 
 
 @pytest.fixture(scope="module")

@@ -79,6 +79,8 @@ class SearchRun:
         self.build(self.components if self.mode != "sequential" else {"nas"})
         torch.manual_seed(rank_seed(recipe.seed, self.rank))  # drop-path masks differ per rank from here on
         self.epoch = self.step_in_epoch = 0
+        self.stopped_at: tuple[int, int] | None = None
+        """(epoch, steps run in it) where a minutes budget ended the run within an epoch."""
         self.non_finite = NonFiniteWatch(self.device)
         self.history: list[dict[str, Any]] = []
         self.logs = observe.empty_logs()
@@ -223,10 +225,11 @@ class SearchRun:
     def run(self) -> None:
         """Train to the end of the epoch budget (or the minutes budget), checkpointing as it goes."""
         train, every = self.recipe.train, self.recipe.train.checkpoint_every_steps
+        minutes = self.recipe.search.budget_minutes
         if is_main_process() and self.epoch == 0 and self.step_in_epoch == 0:
             log_line(self.lr_rule.describe())
         with EpochBars(BAR_COLUMNS, loss=0.0, acc=0.0, lr=0.0, wd=0.0) as bars:
-            while self.epoch < train.epochs and not self.clock.spent(self.recipe.search.budget_minutes):
+            while self.epoch < train.epochs and not self.clock.spent(minutes):
                 self.clock.start()
                 bars.start(f"epoch {self.epoch + 1}/{train.epochs} ({self.arch.phase.value})",
                            self.plan.steps_per_epoch, self.step_in_epoch, frozen=self.frozen())
@@ -244,6 +247,9 @@ class SearchRun:
                     if every and self.step_in_epoch % every == 0 and self.step_in_epoch < self.plan.steps_per_epoch:
                         self.clock.lap()
                         self.save()
+                    if minutes and self.step_in_epoch < self.plan.steps_per_epoch and self.budget_spent(minutes):
+                        self.stopped_at = (self.epoch + 1, self.step_in_epoch)  # the epoch ends here, on time
+                        break
                 train_loss, train_top1 = self.epoch_means(sums, samples)
                 self.end_of_epoch(train_loss, train_top1, self.clock.lap())
                 bars.finish(f"epoch {self.epoch}/{train.epochs} val {self.history[-1]['val_top1']:.3f}",
@@ -252,6 +258,25 @@ class SearchRun:
                 if is_main_process():
                     log_line(observe.epoch_line(self.history[-1], train.epochs, self.frozen()))
                     observe.write_logs(self.layout, self.history, self.logs)
+                    if self.stopped_at is not None:
+                        log_line(f"stopped at the {minutes:g}-minute budget after step {self.stopped_at[1]} of epoch "
+                                 f"{self.stopped_at[0]}")
+
+    def budget_spent(self, minutes: float) -> bool:
+        """After a step: has the run trained `minutes`? Every rank gets rank 0's clock, so all stop at the same
+        step (a collective per step, paid only under a minutes budget)."""
+        self.clock.lap()
+        return self.clock.spent(minutes)
+
+    def budget_report(self) -> dict[str, Any] | None:
+        """Under a minutes budget: how long the run trained, and whether (and where) the budget ended it
+        within an epoch; None without one."""
+        minutes = self.recipe.search.budget_minutes
+        if not minutes:
+            return None
+        epoch, step = self.stopped_at or (None, None)
+        return {"minutes": minutes, "trained_seconds": self.clock.elapsed, "spent": self.clock.spent(minutes),
+                "stopped_in_epoch": epoch, "stopped_after_step": step, "steps_per_epoch": self.plan.steps_per_epoch}
 
     def epoch_means(self, sums: torch.Tensor, samples: int) -> tuple[float, float]:
         """Mean training loss and top-1 over the samples of the steps run this epoch, on every rank (the

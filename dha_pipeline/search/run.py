@@ -90,7 +90,9 @@ def run_search(recipe: Recipe, data: PreparedData, *, resume: bool = False,
                     **({} if latency_ms is None else {"predicted_latency_ms": latency_ms}),
                     **({} if target is None else {"target": target}),
                     **({} if replicas is None else {"replicas": replicas}),
-                    **({"bad_files": bad_files} if bad_files else {}), "genotype": result.genotype,
+                    **({"bad_files": bad_files} if bad_files else {}),
+                    **({} if run.budget_report() is None else {"budget": run.budget_report()}),
+                    "genotype": result.genotype,
                     "hyperparameters": result.hyperparameters, "da_policy": result.da_policy,
                     "final": run.history[-1] if run.history else {}, "seconds": run.clock.elapsed})
     barrier()  # the other ranks read what rank 0 just wrote
