@@ -24,10 +24,32 @@ app = typer.Typer(name="dha", add_completion=False, no_args_is_help=True, pretty
                   help="Ready-to-deploy AutoML for image classification (DHA: data augmentation, "
                        "hyper-parameters and architecture, optimized jointly).")
 
-RecipeArg = Annotated[Path, typer.Argument(help="a recipe .toml, or a runs/<name>/ directory", show_default=False)]
+RecipeArg = Annotated[Path, typer.Argument(help="a recipe .toml, a shipped recipe's name (dha recipes), or a "
+                                                "runs/<name>/ directory", show_default=False)]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a recipe key: --set train.epochs=5 "
                                                                  "(repeatable)", show_default=False)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="redo the stage even if its inputs are unchanged")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from dha_pipeline import __version__
+
+        try:
+            installed = version("dha")
+        except PackageNotFoundError:  # run from a checkout without installing
+            installed = __version__
+        typer.echo(f"dha {installed}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                        help="print dha's version and exit")] = False) -> None:
+    """Ready-to-deploy AutoML for image classification (DHA: data augmentation, hyper-parameters and
+    architecture, optimized jointly)."""
 
 
 def _recipe(target: Path, overrides: list[str] | None, extra: list[str] | None = None):  # type: ignore[no-untyped-def]
@@ -299,6 +321,29 @@ def run(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None, force: Force
 
     summary_table(f"dha run {loaded.name}", run_rows(reports, loaded.layout.exports.root))
     _next_after_export(loaded)
+
+
+@app.command(epilog="Example: dha recipes imagenet_mobilenet --to my_recipe.toml")
+def recipes(name: Annotated[str | None, typer.Argument(help="a shipped recipe to copy out", show_default=False)] = None,
+            to: Annotated[Path | None, typer.Option("--to", help="where to copy it (a file or a folder; default: "
+                                                                 "<name>.toml here)", show_default=False)] = None,
+            force: Annotated[bool, typer.Option("--force", help="replace an existing file")] = False) -> None:
+    """List the recipes shipped with dha, or copy one out to edit. Any command takes a shipped recipe by name."""
+    from rich.table import Table
+
+    from dha_pipeline.shipped import copy_recipe, describe, shipped_recipes
+
+    if name is None:
+        table = Table(title="shipped recipes (dha run NAME, or dha recipes NAME to copy one out)")
+        for column in ("name", "what it is", "file"):
+            table.add_column(column)
+        for recipe_name, path in shipped_recipes().items():
+            table.add_row(recipe_name, describe(path), str(path))
+        print_table(table)
+        return
+    written = copy_recipe(name, to if to is not None else Path(f"{Path(name).stem}.toml"), force=force)
+    typer.echo(f"wrote {written}")
+    next_commands(f"dha run {written}")
 
 
 def _ranked(message: str) -> str:

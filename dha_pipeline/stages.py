@@ -22,6 +22,7 @@ from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_file, sha256_json, write_json
 from dha_pipeline.layout import RunLayout
 from dha_pipeline.recipe import SEARCH_SECTIONS, Recipe, load_recipe, save_resolved
+from dha_pipeline.shipped import is_bare_name, shipped_recipe
 from dha_pipeline.spaces.base import DataShape
 
 STAGE_ORDER = ("prepare", "search", "derive", "export", "evaluate")
@@ -39,7 +40,10 @@ class StageReport:
 
 
 def resolve_recipe(target: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """A recipe from a .toml file, or from a run directory's resolved recipe."""
+    """A recipe from a .toml file, a shipped recipe's bare name (`imagenet_mobilenet`), or a run directory's
+    resolved recipe."""
+    if is_bare_name(target):
+        target = shipped_recipe(str(target))
     target = Path(target)
     if target.is_dir():
         resolved = RunLayout.of(target.parent, "", target.name).resolved_recipe

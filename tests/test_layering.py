@@ -13,11 +13,11 @@ from dha_pipeline.spaces.registry import SPACES
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[set[str]] = [
     {"errors", "fileio", "preprocess", "settings", "choices", "device", "metrics", "figures", "checkpoint",
-     "progress", "distributed", "launch"},
+     "progress", "distributed", "launch", "shipped"},
     {"spaces", "augment"},
     {"formats"},
     {"layout"},
-    {"recipe"},
+    {"recipe", "recipe_reference"},
     {"data", "latency", "report"},
     {"scoring", "search"},
     {"derive"},
