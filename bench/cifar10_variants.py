@@ -35,8 +35,8 @@ def protocol_overrides(data: Path, subset: int, epochs: int) -> list[str]:
     """The `--set` lines every variant shares: data, budget and the CPU-sized network (the recipe's lr taken as it
     is at batch 64, as every protocol row was measured)."""
     return [f"data.dataset=imagefolder:{data}", f"data.train_subset={subset}", "data.val_fraction=0.02",
-            f"train.epochs={epochs}", "train.batch_size=64", "train.lr_batch=64", "model.init_channels=12", "model.layers=5",
-            "model.auxiliary=false"]
+            f"train.epochs={epochs}", "train.batch_size=64", "train.lr_batch=64", "model.init_channels=12",
+            "model.layers=5", "model.auxiliary=false"]
 
 
 def protocol_parser(description: str, seeds: dict[str, int], *, subset: int, epochs: int, csv_path: Path,

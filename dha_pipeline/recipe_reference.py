@@ -66,8 +66,8 @@ def _rows(cls: type, prefix: str) -> list[str]:
 
 
 def _table(title: str, doc: str, cls: type, prefix: str) -> list[str]:
-    return ["", f"## {title}", "", doc, "", "| key | type | default | allowed | what it does |", "|---|---|---|---|---|",
-            *_rows(cls, prefix)]
+    return ["", f"## {title}", "", doc, "", "| key | type | default | allowed | what it does |",
+            "|---|---|---|---|---|", *_rows(cls, prefix)]
 
 
 def reference_markdown() -> str:
