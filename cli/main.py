@@ -247,10 +247,12 @@ def benchmark(export_dir: Annotated[Path, typer.Argument(help="an export folder,
     threads = f"{first.threads} thread" + ("s" if first.threads != 1 else "")
     table = Table(title=f"dha benchmark: {first.split} split ({first.num_samples} images), {threads}, {first.machine}",
                   title_justify="left")
-    for column in ("format", "file", "size", "provider", "top-1", "batch 1 median", "batch 1 p90", "batch 32"):
+    for column in ("format", "file", "size", "provider", "top-1", "balanced acc.", "macro-F1", "batch 1 median",
+                   "batch 1 p90", "batch 32"):
         table.add_column(column, justify="left" if column in ("format", "file", "provider") else "right")
     for row in rows:
         table.add_row(row.label, row.file, f"{row.size_mb:.2f} MB", row.provider, f"{100 * row.top1:.2f}%",
+                      f"{100 * row.balanced_accuracy:.2f}%", f"{100 * row.macro_f1:.2f}%",
                       f"{row.batch1_p50_ms:.3f} ms", f"{row.batch1_p90_ms:.3f} ms",
                       f"{row.batch32_images_per_s:,.0f} img/s")
     print_table(table)

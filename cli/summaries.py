@@ -95,7 +95,10 @@ def evaluation_rows(report: dict[str, Any], path: Any) -> Rows:
     """One evaluation report: data, backend, accuracy, latency, throughput."""
     latency = report["latency_ms"]
     return {"data": f"{report['dataset']} ({report['split']}, {report['num_samples']} images)",
-            "backend": report["backend"], "top-1": _percent(report["top1"]), "top-5": _percent(report["top5"]),
+            "backend": report["backend"], "top-1": _percent(report["top1"]),
+            **({"top-5": _percent(report["top5"])} if "top5" in report else {}),
+            "balanced accuracy / macro-F1": f"{_percent(report['balanced_accuracy'])} / "
+                                            f"{_percent(report['macro_f1'])}",
             "latency b1 p50 / p90": f"{latency['batch1_p50']:.2f} / {latency['batch1_p90']:.2f} ms",
             "latency b32 p50": f"{latency['batch32_p50']:.2f} ms",
             "throughput": f"{report['throughput_ips']:.0f} img/s", "report": str(path)}

@@ -27,7 +27,7 @@ from dha_pipeline.formats.base import Backend, Runtime
 from dha_pipeline.formats.onnx_runtime import onnx_providers
 from dha_pipeline.formats.registry import FORMATS
 from dha_pipeline.layout import ExportLayout
-from dha_pipeline.metrics import per_class_mean, topk_correct, write_csv
+from dha_pipeline.metrics import class_balanced_scores, per_class_mean, topk_correct, write_csv
 from dha_pipeline.preprocess import model_input
 from dha_pipeline.report.model_card import write_model_card
 from dha_pipeline.report.plots import benchmark_scatter
@@ -50,6 +50,8 @@ class BenchmarkRow:
     provider: str
     threads: int
     top1: float
+    balanced_accuracy: float
+    macro_f1: float
     batch1_p50_ms: float
     batch1_p90_ms: float
     batch32_images_per_s: float
@@ -147,10 +149,11 @@ def _measure(fmt: str, path: Path, backend: Backend, source: BatchSource, metada
                                   description=f"scoring {FORMATS[fmt].label}")
     correct = topk_correct(logits, labels, 1)
     per_class = per_class_mean(correct, labels, metadata["classes"])
+    balanced = class_balanced_scores(labels, logits.argmax(1))
     p50, p90, throughput = time_backend(backend, sample, runs)
     return BenchmarkRow(fmt, FORMATS[fmt].label, path.name, path.stat().st_size / 1e6, backend.name,
-                        backend.provider, threads, float(correct.mean()),
-                        p50, p90, throughput, runs, split, int(len(labels)), machine), per_class
+                        backend.provider, threads, float(correct.mean()), balanced["balanced_accuracy"],
+                        balanced["macro_f1"], p50, p90, throughput, runs, split, int(len(labels)), machine), per_class
 
 
 def enforce_min_top1(rows: list[BenchmarkRow], floor: float) -> None:

@@ -22,7 +22,8 @@ from dha_pipeline.fileio import write_json
 from dha_pipeline.formats.base import Backend
 from dha_pipeline.formats.registry import load_backend
 from dha_pipeline.layout import ExportLayout
-from dha_pipeline.metrics import call_milliseconds, per_class_mean, topk_correct
+from dha_pipeline.metrics import (TOP5_ABOVE_CLASSES, call_milliseconds, class_balanced_scores, per_class_mean,
+                                  topk_correct)
 from dha_pipeline.preprocess import model_input
 from dha_pipeline.recipe import DataConfig
 from dha_pipeline.report.model_card import write_model_card
@@ -101,14 +102,14 @@ def evaluate_model(model_path: str | Path, source: BatchSource, *, dataset: str,
     logits, labels = split_logits(backend, source, mean, std, len(model_classes), batch_size=batch_size,
                                   description=f"evaluating {split}")
     top1 = topk_correct(logits, labels, 1)
-    top5 = topk_correct(logits, labels, 5)
+    top5 = {"top5": float(topk_correct(logits, labels, 5).mean())} if len(model_classes) > TOP5_ABOVE_CLASSES else {}
     predictions = logits.argmax(1)
     matrix = np.zeros((len(model_classes), len(model_classes)), dtype=np.int64)
     np.add.at(matrix, (labels, predictions), 1)
     per_class = per_class_mean(top1, labels, model_classes)
     latency = measure_latency(backend, model_input(first_images([source], LATENCY_BATCH), mean, std), latency_runs)
     report = {
-        "model": str(model_path), "top1": float(top1.mean()), "top5": float(top5.mean()),
+        "model": str(model_path), "top1": float(top1.mean()), **top5, **class_balanced_scores(labels, predictions),
         "num_samples": int(len(labels)), "dataset": dataset, "split": split,
         "class_names_match": classes == model_classes, "backend": backend.name,
         "provider": backend.provider,

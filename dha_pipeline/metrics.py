@@ -36,6 +36,26 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return (top == labels[:, None]).any(axis=1)
 
 
+TOP5_ABOVE_CLASSES = 5
+"""Top-5 is reported only for models of more classes than this (with 5 or fewer it is always 100 %)."""
+
+
+def class_balanced_scores(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """Balanced accuracy (the mean recall over the classes present in `labels`) and macro-F1 over the same
+    classes, by scikit-learn: what top-1 hides on imbalanced data. A class the model predicts but the data
+    lacks counts against precision, not as a class of its own."""
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    present = np.unique(labels)
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": intended, see above
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = balanced_accuracy_score(labels, predictions)
+    return {"balanced_accuracy": float(balanced),
+            "macro_f1": float(f1_score(labels, predictions, labels=present, average="macro", zero_division=0))}
+
+
 def per_class_mean(correct: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float | None]:
     """Class name -> mean of `correct` over that class's samples (None for a class with no sample)."""
     return {name: float(correct[labels == i].mean()) if (labels == i).any() else None

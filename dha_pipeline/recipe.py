@@ -17,9 +17,9 @@ from typing import Any
 
 import tomli_w
 
-from dha_pipeline.choices import (ArchInit, AugmentForm, Channels, Component, CompileMode, Device, Estimator,
-                                  FractionData, Mode, OpAffine, PolicySignal, PolicyStart, Precision, Split, Storage,
-                                  Switch, TargetMetric)
+from dha_pipeline.choices import (ArchInit, AugmentForm, Channels, ClassWeights, Component, CompileMode, Device,
+                                  Estimator, FractionData, Mode, OpAffine, PolicySignal, PolicyStart, Precision, Split,
+                                  Storage, Switch, TargetMetric)
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import sha256_json, write_text
 from dha_pipeline.formats.registry import WRITABLE
@@ -73,6 +73,8 @@ class TrainConfig:
     weight_decay: float = setting(3e-4, low=0.0, high=1.0)
     grad_clip: float = setting(5.0, low=0.0, high=1e6, help="0 disables clipping")
     label_smoothing: float = setting(0.0, low=0.0, high=0.5)
+    class_weights: ClassWeights = setting("none", help="balanced: each class's training loss weighted by "
+                                                       "n_train / (classes x its n_train), for imbalanced data")
     eval_batch_size: int = setting(256, low=1, high=65_536)
     checkpoint_every_steps: int = setting(0, low=0, high=10**9, help="0 = once per epoch")
     precision: Precision = setting("fp32", help="bf16: the forward passes under bfloat16 autocast (weights, "

@@ -125,7 +125,7 @@ def _manifest(layout: RunLayout) -> dict[str, Any]:
 def prepare(recipe: Recipe, *, force: bool = False) -> StageReport:
     """Build the verified dataset cache in runs/<name>/cache/ (refusing first, before reading anything, a
     recipe that the storage mode it names cannot train). Data: the cache's `manifest` and its `cache` folder."""
-    from dha_pipeline.data.cache import build_dataset, save_cache
+    from dha_pipeline.data.cache import build_dataset, imbalance_warning, save_cache
     from dha_pipeline.data.training import source_class
 
     layout = recipe.layout
@@ -139,6 +139,9 @@ def prepare(recipe: Recipe, *, force: bool = False) -> StageReport:
         if bad_files:
             write_json(layout.bad_files, bad_files)
             warnings.append(f"skipped {len(bad_files)} unreadable image(s); the list is in {layout.bad_files}")
+        imbalance = imbalance_warning(data.manifest)
+        if imbalance:
+            warnings.append(imbalance)
         return {"manifest": data.manifest, "cache": layout.cache}
 
     return _staged(recipe, "prepare", recipe.section_sha256("data"), {"source": _source_stat(recipe.data.dataset)},

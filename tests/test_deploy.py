@@ -303,8 +303,8 @@ def test_benchmark_min_top1(benchmarked: Path, tmp_path: Path, capsys: pytest.Ca
                  "--min-top1", "0.99"]) == 1
     assert "top-1 below --min-top1 0.99" in capsys.readouterr().err
     assert (folder / "benchmark.csv").is_file()  # the measurements are kept: the floor judges them
-    row = BenchmarkRow("onnx", "ONNX fp32", "model.onnx", 1.0, "onnxruntime", "cpu", 1, 0.5, 1.0, 1.0, 1.0, 50,
-                       "test", 10, "m")
+    row = BenchmarkRow("onnx", "ONNX fp32", "model.onnx", 1.0, "onnxruntime", "cpu", 1, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0,
+                       50, "test", 10, "m")
     with pytest.raises(CheckFailed, match="ONNX fp32 50.00%"):
         enforce_min_top1([row], 0.6)
     enforce_min_top1([row], 0.5)

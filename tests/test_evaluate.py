@@ -15,19 +15,24 @@ import pytest
 from PIL import Image
 
 from cli.main import main
+from cli.summaries import evaluation_rows
 from conftest import make_imagefolder, make_npz
 from dha_pipeline.data import cache
+from dha_pipeline.data.batches import ArraySource
 from dha_pipeline.data.cache import load_cache
 from dha_pipeline.errors import DhaError
-from dha_pipeline.evaluate import LATENCY_BATCH, LATENCY_WARMUP, data_config_for, evaluate_file, measure_latency
+from dha_pipeline.evaluate import (LATENCY_BATCH, LATENCY_WARMUP, data_config_for, evaluate_file, evaluate_model,
+                                   measure_latency)
 from dha_pipeline.formats.onnx_runtime import OnnxBackend
 from dha_pipeline.formats.registry import FORMATS, load_backend
 from dha_pipeline.formats.torch_eager import TorchBackend
 from dha_pipeline.formats.torchscript import TorchScriptBackend
+from dha_pipeline.metrics import class_balanced_scores
 from dha_pipeline.preprocess import model_input
 from dha_pipeline.recipe import DataConfig
 
-REPORT_KEYS = {"top1", "top5", "num_samples", "dataset", "split", "backend", "per_class_top1", "latency_ms",
+REPORT_KEYS = {"top1", "top5", "balanced_accuracy", "macro_f1",
+               "num_samples", "dataset", "split", "backend", "per_class_top1", "latency_ms",
                "throughput_ips"}
 DIGIT_CLASSES = [str(i) for i in range(10)]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -66,6 +71,7 @@ def is_png(path: Path) -> bool:
 def check_report(report: dict, classes: list[str]) -> None:
     assert REPORT_KEYS <= set(report)
     assert 0.0 <= report["top1"] <= report["top5"] <= 1.0
+    assert 0.0 <= report["balanced_accuracy"] <= 1.0 and 0.0 <= report["macro_f1"] <= 1.0
     n = report["num_samples"]
     assert isinstance(n, int) and n > 0
     assert set(report["per_class_top1"]) == set(classes)
@@ -379,3 +385,42 @@ def test_data_config_for_reproduces_the_models_splits() -> None:
     bare = data_config_for({"input": {"size": 8, "channels": 1}, "data": {"dataset": "digits"}}, None)
     assert (bare.val_fraction, bare.test_fraction, bare.split_seed) == (
         DataConfig.val_fraction, DataConfig.test_fraction, DataConfig.split_seed)
+
+
+def test_balanced_accuracy_and_macro_f1_show_what_top1_hides() -> None:
+    labels = np.array([0] * 90 + [1] * 10)
+    always_zero = np.zeros(100, dtype=np.int64)
+    scores = class_balanced_scores(labels, always_zero)
+    assert scores["balanced_accuracy"] == pytest.approx(0.5)  # top-1 is 0.9
+    assert scores["macro_f1"] == pytest.approx((2 * 0.9 / 1.9 + 0.0) / 2)
+    # class 2 is predicted but absent from the data: it lowers class 0's recall and is not a class of its own
+    scores = class_balanced_scores(np.array([0, 0, 1, 1]), np.array([0, 2, 1, 1]))
+    assert scores == {"balanced_accuracy": pytest.approx(0.75), "macro_f1": pytest.approx((2 / 3 + 1) / 2)}
+
+
+class FixedLogits:
+    """A backend of three classes: one-hot logits of fixed predictions for the scored batch, zeros when timed."""
+
+    name, provider = "fake", "cpu"
+
+    def __init__(self, predictions: np.ndarray) -> None:
+        self.predictions = predictions
+        self.metadata = {"name": "fake", "classes": ["a", "b", "c"],
+                         "input": {"mean": [0.0], "std": [1.0], "size": 4, "channels": 1}}
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) != len(self.predictions):  # the latency calls
+            return np.zeros((len(batch), 3), dtype=np.float32)
+        return np.eye(3, dtype=np.float32)[self.predictions]
+
+
+def test_top5_is_left_out_with_five_classes_or_fewer(tmp_path: Path) -> None:
+    labels = np.array([0, 0, 1, 2])
+    source = ArraySource(np.zeros((4, 4, 4, 1), dtype=np.uint8), labels)
+    report = evaluate_model(tmp_path / "model.onnx", source, dataset="made", split="test", classes=["a", "b", "c"],
+                            backend=FixedLogits(np.array([0, 1, 1, 2])), latency_runs=1,
+                            out=tmp_path / "evaluation.json").report
+    assert "top5" not in report and report["top1"] == pytest.approx(0.75)
+    assert report["balanced_accuracy"] == pytest.approx((0.5 + 1 + 1) / 3)
+    rows = evaluation_rows(report, "x")
+    assert "top-5" not in rows and "balanced accuracy / macro-F1" in rows

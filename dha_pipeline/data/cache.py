@@ -56,6 +56,10 @@ class PreparedData:
         """Class names, in label order."""
         return list(self.manifest["classes"])
 
+    def class_counts(self, split: str) -> list[int]:
+        """Images per class in `split`, in label order."""
+        return [int(count) for count in self.manifest["counts"][split]]
+
     @property
     def mean(self) -> list[float]:
         """Per-channel mean of the train pixels in [0, 1]."""
@@ -222,6 +226,21 @@ def _manifest(config: DataConfig, source: SourceData, channels: int, mean: list[
         "source_sha256": source.fingerprint or fingerprint,
         "bad_files": bad_files,
     }
+
+
+IMBALANCE_RATIO = 5.0
+"""prepare warns when the train split's largest class has more than this many times the smallest's images."""
+
+
+def imbalance_warning(manifest: dict[str, Any]) -> str | None:
+    """A warning naming the largest and smallest train classes when they differ by more than IMBALANCE_RATIO."""
+    counts, classes = manifest["counts"]["train"], manifest["classes"]
+    largest, smallest = int(np.argmax(counts)), int(np.argmin(counts))
+    if counts[largest] <= IMBALANCE_RATIO * counts[smallest]:
+        return None
+    return (f"the train split is imbalanced: class '{classes[largest]}' has {counts[largest]} images, class "
+            f"'{classes[smallest]}' {counts[smallest]} (more than {IMBALANCE_RATIO:g}x); judge the model by balanced "
+            f"accuracy and macro-F1 (dha evaluate reports both) and consider train.class_weights = \"balanced\"")
 
 
 def build_dataset(config: DataConfig) -> PreparedData:

@@ -34,6 +34,7 @@ from dha_pipeline.recipe import SEARCH_SECTIONS, Recipe
 from dha_pipeline.search import observe
 from dha_pipeline.search.architecture import ArchitectureLearner, FixedArchitecture, child_cost
 from dha_pipeline.search.batch_rule import batch_scaled
+from dha_pipeline.search.class_weights import balanced_class_weights
 from dha_pipeline.search.forward import TrainingForward
 from dha_pipeline.search.fraction import FractionLearner, NoFraction
 from dha_pipeline.search.hpo import HyperSGD, preserved_buffers
@@ -67,6 +68,8 @@ class SearchRun:
         self.source = training_source(data, recipe, self.device, self.rank, self.world)
         self.plan = self.source.plan
         self.train, self.hpo, self.lr_rule = batch_scaled(recipe.train, recipe.hpo, self.plan.global_batch)
+        self.class_weight = (balanced_class_weights(data.class_counts("train"), self.device)
+                             if recipe.train.class_weights == "balanced" else None)
         self.standardize = Standardize(data.mean, data.std, self.device)
         augment = recipe.augment
         self.base_augment = BaseAugment(augment.crop_padding, augment.hflip and not self.source.flips, augment.cutout,
@@ -148,10 +151,12 @@ class SearchRun:
                         labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy per sample (label smoothing as the recipe says), plus the weighted auxiliary loss."""
         recipe = self.recipe
-        per_sample = F.cross_entropy(logits, labels, reduction="none", label_smoothing=recipe.train.label_smoothing)
+        per_sample = F.cross_entropy(logits, labels, weight=self.class_weight, reduction="none",
+                                     label_smoothing=recipe.train.label_smoothing)
         if aux_logits is not None:
             weight = recipe.model.auxiliary_loss_weight
-            per_sample = per_sample + weight * F.cross_entropy(aux_logits, labels, reduction="none")
+            per_sample = per_sample + weight * F.cross_entropy(aux_logits, labels, weight=self.class_weight,
+                                                               reduction="none")
         return per_sample
 
     def learned_parameters(self) -> list[torch.Tensor]:
@@ -167,8 +172,8 @@ class SearchRun:
     def held_in_loss(self) -> torch.Tensor:
         """The loss on a random training batch, base-augmented, at the current weights (eta's `held_in`)."""
         images, labels = self.source.random_batch("train", self.plan.local_batch, self.generator)
-        return F.cross_entropy(self.forward_train(self.standardize(self.base_augment(to_unit(images),
-                                                                                     self.generator)))[0], labels)
+        logits = self.forward_train(self.standardize(self.base_augment(to_unit(images), self.generator)))[0]
+        return F.cross_entropy(logits, labels, weight=self.class_weight)
 
     def replay_loss(self, inputs: torch.Tensor, labels: torch.Tensor, state: RandomState | None) -> torch.Tensor:
         """Per-sample losses of a step's standardized batch at the current weights, the step's random draws
@@ -180,9 +185,11 @@ class SearchRun:
             return self.per_sample_loss(logits, aux_logits, labels)
 
     def clean_loss(self, split: str) -> torch.Tensor:
-        """The loss on a random un-augmented batch of `split` at the current weights (p's held-out loss)."""
+        """The loss on a random un-augmented batch of `split` at the current weights (p's held-out loss; class-
+        weighted as the training loss is)."""
         images, labels = self.source.random_batch(split, self.plan.local_batch, self.generator)
-        return F.cross_entropy(self.forward_train(self.standardize(to_unit(images)))[0], labels)
+        return F.cross_entropy(self.forward_train(self.standardize(to_unit(images)))[0], labels,
+                               weight=self.class_weight)
 
     @torch.no_grad()
     def validate(self) -> tuple[float, float]:
