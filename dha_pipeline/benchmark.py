@@ -21,7 +21,7 @@ import numpy as np
 from dha_pipeline.data.batches import BatchSource, first_images
 from dha_pipeline.data.cache import build_split
 from dha_pipeline.errors import CheckFailed, DhaError
-from dha_pipeline.evaluate import LATENCY_BATCH, data_config_for, measure_latency
+from dha_pipeline.evaluate import LATENCY_BATCH, align_classes, data_config_for, measure_latency
 from dha_pipeline.fileio import write_json
 from dha_pipeline.formats.base import Backend, Runtime
 from dha_pipeline.formats.onnx_runtime import onnx_providers
@@ -118,16 +118,17 @@ def benchmark_export(export_dir: str | Path, *, dataset: str | None = None, spli
     spec = metadata["input"]
     config = data_config_for(metadata, dataset, download=download)
     classes, source = build_split(config, split, image_size=spec["size"], channels=spec["channels"])
-    if len(classes) != len(metadata["classes"]):
-        raise DhaError(f"dataset '{config.dataset}' has {len(classes)} classes but the model predicts "
-                       f"{len(metadata['classes'])}", "benchmark on data with the model's classes")
+    label_map, warnings = align_classes(classes, metadata["classes"], config.dataset)
+    for warning in warnings:
+        log_line(f"warning: {warning}")
     sample = model_input(first_images([source], THROUGHPUT_BATCH), spec["mean"], spec["std"])
     machine = machine_name()
     rows, per_class = [], {}
     with torch_threads(threads):
         for fmt, path in models.items():
             backend = FORMATS[fmt].load(path, Runtime(provider, threads))
-            row, per_class[fmt] = _measure(fmt, path, backend, source, metadata, sample, runs, threads, split, machine)
+            row, per_class[fmt] = _measure(fmt, path, backend, source, label_map, metadata, sample, runs, threads,
+                                           split, machine)
             rows.append(row)
             log_line(f"benchmark {FORMATS[fmt].label}: top-1 {100 * rows[-1].top1:.2f}%, batch 1 "
                      f"{rows[-1].batch1_p50_ms:.3f} ms")
@@ -140,13 +141,15 @@ def benchmark_export(export_dir: str | Path, *, dataset: str | None = None, spli
     return rows
 
 
-def _measure(fmt: str, path: Path, backend: Backend, source: BatchSource, metadata: dict[str, Any],
-             sample: np.ndarray, runs: int, threads: int, split: str, machine: str
+def _measure(fmt: str, path: Path, backend: Backend, source: BatchSource, label_map: np.ndarray,
+             metadata: dict[str, Any], sample: np.ndarray, runs: int, threads: int, split: str, machine: str
              ) -> tuple[BenchmarkRow, dict[str, float | None]]:
-    """One format's row, and its top-1 per class (None for a class absent from the split)."""
+    """One format's row, and its top-1 per class (None for a class absent from the split); `label_map` takes
+    the data's labels to the model's."""
     spec = metadata["input"]
     logits, labels = split_logits(backend, source, spec["mean"], spec["std"], len(metadata["classes"]),
                                   description=f"scoring {FORMATS[fmt].label}")
+    labels = label_map[labels]
     correct = topk_correct(logits, labels, 1)
     per_class = per_class_mean(correct, labels, metadata["classes"])
     balanced = class_balanced_scores(labels, logits.argmax(1))

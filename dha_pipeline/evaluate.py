@@ -17,6 +17,7 @@ import numpy as np
 
 from dha_pipeline.data.batches import BatchSource, first_images
 from dha_pipeline.data.cache import build_split
+from dha_pipeline.data.source import parse_spec
 from dha_pipeline.errors import DhaError
 from dha_pipeline.fileio import write_json
 from dha_pipeline.formats.base import Backend
@@ -55,6 +56,32 @@ def data_config_for(metadata: dict[str, Any], dataset: str | None, *, download: 
                       eval_crop=metadata["input"].get("crop", 1.0), download=download)
 
 
+NAMED_CLASS_KINDS = ("imagefolder", "imagenet")
+"""Dataset kinds whose class names are folder names: matched to the model's by name, never by position."""
+
+
+def align_classes(data_classes: list[str], model_classes: list[str], dataset: str) -> tuple[np.ndarray, list[str]]:
+    """The model's label for each of the data's labels, and the warnings to show.
+
+    Classes are matched by name, so held-out data may hold any subset of the model's classes in any order.
+    Data whose names the model does not know is an error when the names are folder names (imagefolder,
+    imagenet); other sources with as many classes as the model (arrays with generic names) are matched by
+    position, with a warning.
+    """
+    if all(name in model_classes for name in data_classes):
+        return np.array([model_classes.index(name) for name in data_classes], dtype=np.int64), []
+    unknown = [name for name in data_classes if name not in model_classes]
+    if parse_spec(dataset)[0] in NAMED_CLASS_KINDS or len(data_classes) != len(model_classes):
+        raise DhaError(f"dataset '{dataset}' has {len(data_classes)} classes but the model predicts "
+                       f"{len(model_classes)}, and {len(unknown)} of the data's are not among them: "
+                       f"{', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}",
+                       "evaluate on the model's classes: " + ", ".join(model_classes[:20])
+                       + (", ..." if len(model_classes) > 20 else ""))
+    return np.arange(len(data_classes), dtype=np.int64), [
+        f"the data's class names differ from the model's; labels are matched by index (data: {data_classes[:5]}..., "
+        f"model: {model_classes[:5]}...)"]
+
+
 def measure_latency(backend: Backend, sample: np.ndarray, runs: int, *, warmup: int = LATENCY_WARMUP,
                     batch_runs: int | None = None) -> dict[str, float]:
     """Batch-1 p50/p90 of `runs` calls and batch-32 p50 of `batch_runs` calls (default `runs`), in
@@ -91,16 +118,11 @@ def evaluate_model(model_path: str | Path, source: BatchSource, *, dataset: str,
     backend = backend or load_backend(model_path)
     meta = backend.metadata
     model_classes = meta["classes"]
-    if len(classes) != len(model_classes):
-        raise DhaError(f"dataset '{dataset}' has {len(classes)} classes but the model predicts {len(model_classes)}",
-                       "evaluate on data with the model's classes: " + ", ".join(model_classes[:20]))
-    warnings = []
-    if classes != model_classes:
-        warnings.append(f"the data's class names differ from the model's; labels are matched by index (data: "
-                        f"{classes[:5]}..., model: {model_classes[:5]}...)")
+    label_map, warnings = align_classes(classes, model_classes, dataset)
     mean, std = meta["input"]["mean"], meta["input"]["std"]
     logits, labels = split_logits(backend, source, mean, std, len(model_classes), batch_size=batch_size,
                                   description=f"evaluating {split}")
+    labels = label_map[labels]
     top1 = topk_correct(logits, labels, 1)
     top5 = {"top5": float(topk_correct(logits, labels, 5).mean())} if len(model_classes) > TOP5_ABOVE_CLASSES else {}
     predictions = logits.argmax(1)

@@ -638,16 +638,40 @@ def test_imagefolder_class_missing_in_test(tmp_path: Path) -> None:
         load_source(f"imagefolder:{root}")
 
 
-def test_imagefolder_missing_folders(tmp_path: Path) -> None:
-    root = make_imagefolder(tmp_path / "ds", splits=("train",))
-    with pytest.raises(DhaError, match="has no 'test/' folder"):
-        load_source(f"imagefolder:{root}")
+def test_imagefolder_layouts_people_have(tmp_path: Path) -> None:
+    """train/ alone (test carved), one folder of class folders (test and val carved, stratified, the same on every
+    build), held-out folders only (not trainable), and the errors: no folder, images directly under it."""
+    train_only = make_imagefolder(tmp_path / "train_only", splits=("train",), per_class=8)
+    data = build_dataset(DataConfig(dataset=f"imagefolder:{train_only}", image_size=8, test_fraction=0.25))
+    assert data.manifest["split"]["given"] == ["train"] and data.manifest["counts"]["test"] == [2, 2]
+
+    flat = make_imagefolder(tmp_path / "flat", splits=("all",), per_class=8) / "all"  # flat/<class>/*
+    config = DataConfig(dataset=f"imagefolder:{flat}", image_size=8, test_fraction=0.25, val_fraction=0.16)
+    first, again = build_dataset(config), build_dataset(config)
+    assert first.classes == ["cat", "dog"] and first.manifest["split"]["given"] == ["train"]
+    assert first.manifest["counts"] == {"train": [5, 5], "val": [1, 1], "test": [2, 2]}
+    assert first.manifest["split"]["test_fraction"] == 0.25, "the split's settings are recorded with it"
+    for split in SPLITS:
+        np.testing.assert_array_equal(first.sources[split].images, again.sources[split].images)
+
+    held_out = make_imagefolder(tmp_path / "held_out", classes=("dog",), splits=("test",))
+    source = load_source(f"imagefolder:{held_out}")
+    assert sorted(source.splits) == ["test"] and source.classes == ["dog"]
+    with pytest.raises(DhaError, match="can be evaluated, not trained on"):
+        build_dataset(DataConfig(dataset=f"imagefolder:{held_out}", image_size=8))
+
     with pytest.raises(DhaError, match="is not a directory"):
         load_source(f"imagefolder:{tmp_path / 'nowhere'}")
-    (root / "test").mkdir()
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(loose / "0.png")
+    with pytest.raises(DhaError, match=r"has images directly in it \(0.png, ...\): a class is a folder") as info:
+        load_source(f"imagefolder:{loose}")
+    assert "PATH/<class>/*" in str(info.value) and "PATH/train/<class>/*" in str(info.value)
+    (train_only / "test").mkdir()
     with pytest.raises(DhaError, match="has no class folders") as info:
-        load_source(f"imagefolder:{root}")
-    assert str(root / "test") in str(info.value)
+        load_source(f"imagefolder:{train_only}")
+    assert str(train_only / "test") in str(info.value)
 
 
 def test_imagefolder_val_folder_used(tmp_path: Path) -> None:

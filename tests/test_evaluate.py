@@ -424,3 +424,21 @@ def test_top5_is_left_out_with_five_classes_or_fewer(tmp_path: Path) -> None:
     assert report["balanced_accuracy"] == pytest.approx((0.5 + 1 + 1) / 3)
     rows = evaluation_rows(report, "x")
     assert "top-5" not in rows and "balanced accuracy / macro-F1" in rows
+
+
+def test_a_held_out_folder_with_some_of_the_models_classes(models: dict[str, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A test-only folder of two of the ten digit classes: labels match by name, the absent classes are None."""
+    root = make_imagefolder(tmp_path / "held", classes=("3", "7"), per_class=5, splits=("test",), size=(8, 8))
+    report = evaluate_file(models["onnx"], dataset=f"imagefolder:{root}", latency_runs=1,
+                           out=tmp_path / "held.json").report
+    assert report["num_samples"] == 10
+    assert [name for name, value in report["per_class_top1"].items() if value is not None] == ["3", "7"]
+    matrix = np.array(report["confusion_matrix"])
+    assert matrix[3].sum() == matrix[7].sum() == 5 and matrix.sum() == 10, "rows are the model's classes 3 and 7"
+    (root / "test" / "x").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "test" / "x" / "0.png")
+    assert main(["evaluate", str(models["onnx"]), "--data", f"imagefolder:{root}", "--latency-runs", "1",
+                 "--out", str(tmp_path / "x.json")]) == 2
+    (line,) = error_lines(capsys)
+    assert "not among them: x" in line and not (tmp_path / "x.json").exists()

@@ -145,6 +145,9 @@ def _channel_stats(train: np.ndarray) -> tuple[list[float], list[float]]:
 def _planned_splits(config: DataConfig, source: SourceData) -> dict[str, SourceSplit]:
     """train/val/test of the source, carving the missing ones from train by label (nothing decoded)."""
     splits = dict(source.splits)
+    if "train" not in splits:
+        raise DhaError(f"dataset '{config.dataset}' has only held-out splits ({', '.join(sorted(splits))}): it can be "
+                       "evaluated, not trained on", "add a train/ folder, or use one folder of class folders")
     if "test" not in splits:
         kept, held = _stratified_split(splits["train"].labels, config.test_fraction, config.split_seed, "test")
         splits["test"] = splits["train"].take(held)
@@ -293,7 +296,7 @@ def build_split(config: DataConfig, split: str, *, image_size: int, channels: in
     that split's images (a split carved from train reads train's labels, not its pixels). A split that
     would pass `data.memory_limit_mb` is read from its files batch by batch."""
     source = load_source(config.dataset, download=config.download)
-    planned = _planned_splits(config, source)
+    planned = {split: source.splits[split]} if split in source.splits else _planned_splits(config, source)
     if choose_storage(config, {split: planned[split]}) == FILES:
         from dha_pipeline.data.stream import FileSource, auto_workers, index_files
 
