@@ -293,17 +293,23 @@ def run(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None, force: Force
                                                           help="torchrun's c10d rendezvous HOST:PORT "
                                                                "(several nodes)")] = None,
         rdzv_id: Annotated[str, typer.Option("--rdzv-id", help="torchrun's rendezvous job id")] = "dha",
+        new_name: Annotated[bool, typer.Option("--new-name", help="when runs/<name>/ exists, run as <name>-2, "
+                                                                  "<name>-3, ... instead")] = False,
         ) -> None:
     """prepare -> search -> derive -> export -> evaluate, skipping stages whose inputs are unchanged."""
     from dha_pipeline import stages
 
     loaded = _recipe(recipe, set_, _data_flags(skip_bad, download))
+    argv = ctx.obj["argv"]
+    if new_name:
+        loaded = stages.fresh_name(loaded)
+        argv = [*(arg for arg in argv if arg != "--new-name"), "--set", f"name={loaded.name}"]  # one name for all
     if nproc > 1 or nnodes != "1":
         if smoke:
             raise DhaError("--smoke runs on one process", "drop --nproc/--nnodes, or drop --smoke")
         from dha_pipeline.launch import Launch, forwarded, run_processes
 
-        code = run_processes(Launch(nproc, nnodes, node_rank, rdzv_endpoint, rdzv_id), forwarded(ctx.obj["argv"]))
+        code = run_processes(Launch(nproc, nnodes, node_rank, rdzv_endpoint, rdzv_id), forwarded(argv))
         if code:
             raise typer.Exit(code)
         return
@@ -346,6 +352,46 @@ def recipes(name: Annotated[str | None, typer.Argument(help="a shipped recipe to
     written = copy_recipe(name, to if to is not None else Path(f"{Path(name).stem}.toml"), force=force)
     typer.echo(f"wrote {written}")
     next_commands(f"dha run {written}")
+
+
+@app.command(epilog="Example: dha runs runs --sort test_top1 --descending")
+def runs(runs_dir: Annotated[Path, typer.Argument(help="the folder the runs are in")] = Path("runs"),
+         sort: Annotated[str | None, typer.Option("--sort", help="a column to sort by (name, space, mode, "
+                                                                 "components, params, macs, latency_ms, val_top1, "
+                                                                 "test_top1, wall_s, status)",
+                                                  show_default=False)] = None,
+         descending: Annotated[bool, typer.Option("--descending", help="largest first")] = False,
+         csv_path: Annotated[Path | None, typer.Option("--csv", help="where the CSV goes (default: "
+                                                                    "RUNS_DIR/runs.csv)", show_default=False)] = None
+         ) -> None:
+    """Every run in one table (what it searched, its cost, accuracy, time and status), also written as CSV."""
+    from rich.table import Table
+
+    from dha_pipeline.runs_index import COLUMNS, run_table, write_run_table
+
+    rows = run_table(runs_dir, sort, descending)
+    table = Table(title=f"dha runs: {runs_dir} ({len(rows)} runs)", title_justify="left")
+    for column in COLUMNS:
+        table.add_column(column, justify="right" if column in ("params", "macs", "latency_ms", "val_top1",
+                                                                "test_top1", "wall_s") else "left")
+    for row in rows:
+        table.add_row(*(_cell(column, row[column]) for column in COLUMNS))
+    print_table(table)
+    target = csv_path or runs_dir / "runs.csv"
+    write_run_table(rows, target)
+    summary_table("dha runs", {"runs": len(rows), "csv": str(target)})
+
+
+def _cell(column: str, value: object) -> str:
+    if value == "" or value is None:
+        return "-"
+    if column in ("val_top1", "test_top1"):
+        return f"{100 * float(value):.2f}%"  # type: ignore[arg-type]
+    if column in ("params", "macs"):
+        return f"{int(value):,}"  # type: ignore[call-overload]
+    if column == "latency_ms":
+        return f"{float(value):.2f}"  # type: ignore[arg-type]
+    return str(value)
 
 
 def _ranked(message: str) -> str:

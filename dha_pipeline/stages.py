@@ -10,6 +10,7 @@ and names of what it made (mostly the very records it wrote) and the warnings th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,6 +103,36 @@ Work = Callable[[list[str]], dict[str, Any]]
 """A stage's work: does it, appends warnings to the list given, returns its data."""
 
 
+CLAIMING_STAGES = ("prepare", "search")
+"""The stages whose outputs are what a run is: redoing one with other settings would replace another run."""
+
+
+def refuse_other_run(recipe: Recipe) -> None:
+    """One user error when runs/<name>/ holds a run made with other training settings (SEARCH_SECTIONS): a
+    second run must not silently replace the first. Export and evaluation settings may change freely."""
+    resolved = recipe.layout.resolved_recipe
+    if not resolved.is_file():
+        return
+    try:
+        existing = load_recipe(resolved)
+    except DhaError:
+        return  # an unreadable record protects nothing; the stage rewrites it
+    changed = [section for section in SEARCH_SECTIONS
+               if existing.section_sha256(section) != recipe.section_sha256(section)]
+    if changed:
+        raise DhaError(f"run '{recipe.name}' already exists in '{resolved.parent}' with other settings "
+                       f"({', '.join(changed)})", "keep both with `dha run --new-name` (a numbered name) or --set "
+                                                  "name=OTHER, or pass --force to replace it")
+
+
+def fresh_name(recipe: Recipe) -> Recipe:
+    """The recipe under the first free numbered name: <name>-2, <name>-3, ... (the name itself when free)."""
+    runs_dir, name, number = Path(recipe.runs_dir), recipe.name, 2
+    while (runs_dir / name).exists():
+        name, number = f"{recipe.name}-{number}", number + 1
+    return dataclasses.replace(recipe, name=name)
+
+
 def _staged(recipe: Recipe, stage: str, settings: str, inputs: dict[str, str], outputs: list[Path],
             force: bool, work: Work, current: Callable[[], dict[str, Any]]) -> StageReport:
     """Run `work` unless the stamp says its inputs and settings are unchanged (then `current` reads the data
@@ -109,6 +140,8 @@ def _staged(recipe: Recipe, stage: str, settings: str, inputs: dict[str, str], o
     stamp = Stamp(recipe, stage, settings, inputs, outputs)
     if not force and stamp.is_current():
         return StageReport(stage, True, current(), outputs)
+    if stage in CLAIMING_STAGES and not force:
+        refuse_other_run(recipe)
     if is_main_process():
         save_resolved(recipe)
     warnings: list[str] = []

@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
     {"export", "evaluate", "predict"},
     {"benchmark", "smoke"},
     {"stages"},
+    {"runs_index"},
 ]
 """dha_pipeline's packages and modules, lowest first: each may import its own layer and those below."""
 FORBIDDEN = {("report", "spaces")}
