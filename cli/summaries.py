@@ -58,6 +58,12 @@ def search_rows(data: dict[str, Any]) -> Rows:
                  f"of {budget['steps_per_epoch']}" if budget["stopped_in_epoch"] else
                  "stopped between epochs" if budget["spent"] else "not reached")
         rows["minutes budget"] = f"{budget['minutes']:g} min: {budget['trained_seconds']:.1f} s trained, {where}"
+    average = data.get("weight_average")
+    if average:
+        rows[f"weight average ({average['ema_epochs']:g} epochs)"] = (
+            "not started (no training phase)" if average["val_top1"] is None else
+            f"val {_percent(average['val_top1'])} vs last weights {_percent(average['last_val_top1'])}: "
+            f"{'kept' if average['used'] else 'not kept'}")
     augment = hyper.get("augment")
     if augment:
         rows[f"augmented share p ({'learned' if augment['learned'] else 'paper form'})"] = f"{augment['fraction']:.3f}"

@@ -73,6 +73,9 @@ class TrainConfig:
     weight_decay: float = setting(3e-4, low=0.0, high=1.0)
     grad_clip: float = setting(5.0, low=0.0, high=1e6, help="0 disables clipping")
     label_smoothing: float = setting(0.0, low=0.0, high=0.5)
+    ema_epochs: float = setting(0.0, low=0.0, high=1000.0, help="time constant, in epochs, of an exponential "
+                                                                "moving average of the weights over the training "
+                                                                "phase, kept when better on val; 0 = off")
     class_weights: ClassWeights = setting("none", help="balanced: each class's training loss weighted by "
                                                        "n_train / (classes x its n_train), for imbalanced data")
     eval_batch_size: int = setting(256, low=1, high=65_536)

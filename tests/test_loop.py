@@ -373,3 +373,25 @@ def test_warmup_known_start_target_and_cap_run_and_resume_exactly(tmp_path: Path
     expected, actual = _weights(reference.checkpoint), _weights(resumed.checkpoint)
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
     assert resumed.genotype == reference.genotype
+
+
+def test_weight_average_starts_with_the_training_phase_resumes_exactly_and_is_kept_only_when_better(
+        tmp_path: Path, digits8, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    joint = run_search(_recipe(tmp_path / "joint", DHA, ema_epochs=0.5), digits8)
+    state = load_checkpoint(joint.checkpoint)["learners"]["ema"]["average"]
+    assert int(state["n_averaged"]) == 6, "only the training phase's 6 steps (epoch 2) are averaged"
+    summary = json.loads(_layout(tmp_path / "joint").summary.read_text())["weight_average"]
+    assert summary["decay"] == pytest.approx(math.exp(-1 / 3)) and summary["val_top1"] is not None
+    assert summary["used"] == (summary["val_top1"] > summary["last_val_top1"])
+    kept = {key.removeprefix("module."): value for key, value in state.items() if key.startswith("module.")}
+    result = load_checkpoint(_layout(tmp_path / "joint").result)["state_dict"]
+    chosen = kept if summary["used"] else _weights(joint.checkpoint)
+    assert all(torch.equal(result[key], chosen[key]) for key in result), "the result holds the chosen weights"
+
+    manual = {"mode": "manual", "components": ["da", "hpo"]}
+    reference = run_search(_recipe(tmp_path / "ref", manual, ema_epochs=0.5), digits8)
+    resumed = _cut_in_second_epoch_then_resumed(_recipe(tmp_path / "cut", manual, ema_epochs=0.5), digits8,
+                                                monkeypatch)
+    expected = load_checkpoint(reference.checkpoint)["learners"]["ema"]["average"]
+    actual = load_checkpoint(resumed.checkpoint)["learners"]["ema"]["average"]
+    assert int(expected["n_averaged"]) == 12 and all(torch.equal(expected[k], actual[k]) for k in expected)

@@ -39,7 +39,8 @@ from dha_pipeline.search.forward import TrainingForward
 from dha_pipeline.search.fraction import FractionLearner, NoFraction
 from dha_pipeline.search.hpo import HyperSGD, preserved_buffers
 from dha_pipeline.search.hyper import HyperLearner
-from dha_pipeline.search.learner import StepContext
+from dha_pipeline.search.average import WeightAverage
+from dha_pipeline.search.learner import Learner, StepContext
 from dha_pipeline.search.nonfinite import NonFiniteWatch
 from dha_pipeline.search.phase import Phase
 from dha_pipeline.search.policy import NoPolicy, PolicyLearner
@@ -113,7 +114,10 @@ class SearchRun:
         steps, minutes = self.plan.steps_per_epoch, recipe.search.budget_minutes
         self.hyper = HyperLearner(train, self.hpo, learned="hpo" in components, steps_per_epoch=steps,
                                   budget_minutes=minutes)
-        self.learners = (self.hyper, self.policy, self.fraction, self.arch)
+        self.average = (WeightAverage(self.network, train.ema_epochs, steps, lambda: self.arch.phase)
+                        if train.ema_epochs > 0 else None)
+        self.learners: tuple[Learner, ...] = (self.hyper, self.policy, self.fraction, self.arch,
+                                              *([self.average] if self.average is not None else []))
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One joint step on this rank's part of the batch (uint8 NCHW on the device); (loss, accuracy) as
@@ -268,6 +272,25 @@ class SearchRun:
                     if self.stopped_at is not None:
                         log_line(f"stopped at the {minutes:g}-minute budget after step {self.stopped_at[1]} of epoch "
                                  f"{self.stopped_at[0]}")
+
+    def finish_average(self) -> dict[str, Any] | None:
+        """With a weight average: validate it, and keep it in place of the last weights only when it is better
+        on val (ties keep the last weights). What was measured and chosen; None without an average."""
+        if self.average is None:
+            return None
+        report: dict[str, Any] = {"ema_epochs": self.average.ema_epochs, "decay": self.average.decay,
+                                  "last_val_top1": self.history[-1]["val_top1"] if self.history else None,
+                                  "val_top1": None, "used": False}
+        if not self.average.started or not self.history:
+            return report
+        last = {key: value.clone() for key, value in self.network.state_dict().items()}
+        self.network.load_state_dict(self.average.averaged_state())
+        average_buffers(self.network)
+        _, report["val_top1"] = self.validate()
+        report["used"] = report["val_top1"] > report["last_val_top1"]
+        if not report["used"]:
+            self.network.load_state_dict(last)
+        return report
 
     def budget_spent(self, minutes: float) -> bool:
         """After a step: has the run trained `minutes`? Every rank gets rank 0's clock, so all stop at the same

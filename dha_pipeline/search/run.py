@@ -64,6 +64,7 @@ def run_search(recipe: Recipe, data: PreparedData, *, resume: bool = False,
     if resume and run.restore():
         resumed_from = f"epoch {run.epoch + 1}, step {run.step_in_epoch}"
     run.run()
+    weight_average = run.finish_average()
     genotype = run.arch.genotype()
     cost = run.cost(genotype)
     params, macs, latency_ms = cost
@@ -92,6 +93,7 @@ def run_search(recipe: Recipe, data: PreparedData, *, resume: bool = False,
                     **({} if replicas is None else {"replicas": replicas}),
                     **({"bad_files": bad_files} if bad_files else {}),
                     **({} if run.budget_report() is None else {"budget": run.budget_report()}),
+                    **({} if weight_average is None else {"weight_average": weight_average}),
                     "genotype": result.genotype,
                     "hyperparameters": result.hyperparameters, "da_policy": result.da_policy,
                     "final": run.history[-1] if run.history else {}, "seconds": run.clock.elapsed})
