@@ -198,6 +198,11 @@ class RunLayout:
         return self.plots / f"{name}.png"
 
     @property
+    def tensorboard(self) -> Path:
+        """tensorboard/: the search's TensorBoard event files (when logging is on)."""
+        return self.root / "tensorboard"
+
+    @property
     def child(self) -> Path:
         """derived/child.pt: the plain child network and its weights (the torch eager format's file)."""
         return self.root / "derived" / FORMATS["torch"].file_name

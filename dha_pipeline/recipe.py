@@ -10,6 +10,7 @@ Each list of choices is a `Literal` type of `choices.py`, written once.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,8 @@ class SearchConfig:
     latency_threads: int = setting(1, low=1, high=1024, help="onnxruntime threads the latency table is measured on")
     latency_runs: int = setting(50, low=1, high=100_000, help="timed batch-1 runs per block (median)")
     budget_minutes: float = setting(0.0, low=0.0, high=10**6, help="0 = epochs only; else stop after this")
+    tensorboard: Switch = setting("auto", help="TensorBoard event files in runs/<name>/tensorboard/: auto = when the "
+                                               "tensorboard package is installed (pip install -e \".[tensorboard]\")")
 
     @property
     def needs_latency_table(self) -> bool:
@@ -294,6 +297,9 @@ def _check_consistency(recipe: Recipe) -> None:
     if "da" in search.components and recipe.augment.trivial_augment and recipe.augment.start == "trivial_wide":
         raise DhaError("augment.trivial_augment and augment.start = 'trivial_wide' would both apply TrivialAugment "
                        "Wide to a sample", "keep the learned policy's start and set augment.trivial_augment = false")
+    if search.tensorboard == "on" and importlib.util.find_spec("tensorboard") is None:
+        raise DhaError("search.tensorboard = 'on' but the tensorboard package is not installed",
+                       'pip install -e ".[tensorboard]", or set search.tensorboard = "auto"')
     if recipe.train.warmup_epochs and recipe.train.warmup_epochs >= recipe.train.epochs:
         raise DhaError(f"train.warmup_epochs = {recipe.train.warmup_epochs} is not below train.epochs = "
                        f"{recipe.train.epochs}: the learning rate would rise for the whole run",

@@ -131,6 +131,24 @@ def test_every_variant_trains_and_leaves_its_logs(tmp_path: Path, digits8, searc
     child, gap = derive_child(layout.result, tmp_path / "child.pt", tmp_path / "genotype.json")
     assert gap <= 1e-5
     assert child.info["mode"] == search["mode"] and child.info["genotype"] == summary["genotype"]
+    if search == DHA:
+        _check_tensorboard(layout)
+
+
+def _check_tensorboard(layout: RunLayout) -> None:
+    """The event files read back: per-epoch scalars, frozen points, the plots as images, the settings as hparams."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(layout.tensorboard), size_guidance={"images": 0, "scalars": 0}).Reload()
+    tags = events.Tags()
+    for tag in ("epoch/val_top1", "epoch/train_loss", "epoch/lr", "epoch/aug_fraction", "epoch/policy_entropy",
+                "epoch/frozen_points"):
+        assert [event.step for event in events.Scalars(tag)] == [1, 2], tag
+    history = list(csv.DictReader(layout.history.open()))
+    assert events.Scalars("epoch/val_top1")[-1].value == pytest.approx(float(history[-1]["val_top1"]))
+    assert {"plots/policy_heatmap", "plots/arch_weights", "plots/learning_curves"} <= set(tags["images"])
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams"), "the settings as hparams"
+    assert events.Scalars("hparam/val_top1")[-1].value == pytest.approx(float(history[-1]["val_top1"]))
 
 
 def test_sequential_trains_the_derived_network_from_fresh_weights(tmp_path: Path, digits8, monkeypatch) -> None:  # type: ignore[no-untyped-def]

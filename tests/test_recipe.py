@@ -159,3 +159,13 @@ def test_model_keys_belong_to_the_chosen_space() -> None:
         recipe_from_dict({"model": {"stem": "huge"}})
     assert recipe_from_dict({}).model.auxiliary_loss_weight == 0.4, "the default space is the cell space"
     assert mobile.model.auxiliary_loss_weight == 0.0, "a space without an auxiliary head weighs none"
+
+
+def test_tensorboard_on_without_the_package_is_one_error_with_the_install_command(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(DhaError, match=r'pip install -e "\.\[tensorboard\]"'):
+        recipe_from_dict({"search": {"tensorboard": "on"}})
+    assert recipe_from_dict({"search": {"tensorboard": "auto"}}).search.tensorboard == "auto"

@@ -44,6 +44,7 @@ from dha_pipeline.search.learner import Learner, StepContext
 from dha_pipeline.search.nonfinite import NonFiniteWatch
 from dha_pipeline.search.phase import Phase
 from dha_pipeline.search.policy import NoPolicy, PolicyLearner
+from dha_pipeline.search.tensorboard import TensorBoardLog, wanted
 from dha_pipeline.search.random_state import RandomState, restore_streams, stream_state
 from dha_pipeline.spaces.base import DataShape, Genotype
 from dha_pipeline.spaces.registry import get_space
@@ -83,6 +84,8 @@ class SearchRun:
         self.build(self.components if self.mode != "sequential" else {"nas"})
         torch.manual_seed(rank_seed(recipe.seed, self.rank))  # drop-path masks differ per rank from here on
         self.epoch = self.step_in_epoch = 0
+        self.tensorboard: TensorBoardLog | None = None
+        """The run's TensorBoard log (main process, search.tensorboard), opened by `run`."""
         self.stopped_at: tuple[int, int] | None = None
         """(epoch, steps run in it) where a minutes budget ended the run within an epoch."""
         self.non_finite = NonFiniteWatch(self.device)
@@ -239,6 +242,9 @@ class SearchRun:
         minutes = self.recipe.search.budget_minutes
         if is_main_process() and self.epoch == 0 and self.step_in_epoch == 0:
             log_line(self.lr_rule.describe())
+        if is_main_process() and self.tensorboard is None and wanted(self.recipe.search.tensorboard):
+            purge = self.epoch + 1 if self.epoch else None  # a resumed run drops the events after its checkpoint
+            self.tensorboard = TensorBoardLog(self.layout.tensorboard, purge_step=purge)
         with EpochBars(BAR_COLUMNS, loss=0.0, acc=0.0, lr=0.0, wd=0.0) as bars:
             while self.epoch < train.epochs and not self.clock.spent(minutes):
                 self.clock.start()
@@ -269,6 +275,9 @@ class SearchRun:
                 if is_main_process():
                     log_line(observe.epoch_line(self.history[-1], train.epochs, self.frozen()))
                     observe.write_logs(self.layout, self.history, self.logs)
+                    if self.tensorboard is not None:
+                        frozen, points = self.arch.frozen_count()
+                        self.tensorboard.epoch(self.history[-1], frozen if points else None)
                     if self.stopped_at is not None:
                         log_line(f"stopped at the {minutes:g}-minute budget after step {self.stopped_at[1]} of epoch "
                                  f"{self.stopped_at[0]}")

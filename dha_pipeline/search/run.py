@@ -15,7 +15,7 @@ from dha_pipeline.data.cache import PreparedData
 from dha_pipeline.distributed import barrier, gather_objects, is_main_process
 from dha_pipeline.fileio import write_json
 from dha_pipeline.latency import LatencyTable
-from dha_pipeline.recipe import Recipe
+from dha_pipeline.recipe import SEARCH_SECTIONS, Recipe
 from dha_pipeline.search import observe
 from dha_pipeline.search.loop import SearchRun
 from dha_pipeline.search.replicas import compare, fingerprints
@@ -97,6 +97,10 @@ def run_search(recipe: Recipe, data: PreparedData, *, resume: bool = False,
                     "genotype": result.genotype,
                     "hyperparameters": result.hyperparameters, "da_policy": result.da_policy,
                     "final": run.history[-1] if run.history else {}, "seconds": run.clock.elapsed})
+    if run.tensorboard is not None:
+        metrics = {"val_top1": run.history[-1]["val_top1"], "params": params, "macs": macs} if run.history else {}
+        run.tensorboard.finish(plots, {key: value for key, value in recipe.to_dict().items()
+                                       if key in SEARCH_SECTIONS}, metrics, run.epoch)
     barrier()  # the other ranks read what rank 0 just wrote
     return SearchOutcome(run.history, genotype, params, macs, run.clock.elapsed, layout.checkpoint, resumed_from,
                          plots, warnings)
