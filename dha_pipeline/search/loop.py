@@ -33,19 +33,19 @@ from dha_pipeline.progress import EpochBars, Stopwatch, log_line
 from dha_pipeline.recipe import SEARCH_SECTIONS, Recipe
 from dha_pipeline.search import observe
 from dha_pipeline.search.architecture import ArchitectureLearner, FixedArchitecture, child_cost
+from dha_pipeline.search.average import WeightAverage
 from dha_pipeline.search.batch_rule import batch_scaled
 from dha_pipeline.search.class_weights import balanced_class_weights
 from dha_pipeline.search.forward import TrainingForward
 from dha_pipeline.search.fraction import FractionLearner, NoFraction
 from dha_pipeline.search.hpo import HyperSGD, preserved_buffers
 from dha_pipeline.search.hyper import HyperLearner
-from dha_pipeline.search.average import WeightAverage
 from dha_pipeline.search.learner import Learner, StepContext
 from dha_pipeline.search.nonfinite import NonFiniteWatch
 from dha_pipeline.search.phase import Phase
 from dha_pipeline.search.policy import NoPolicy, PolicyLearner
-from dha_pipeline.search.tensorboard import TensorBoardLog, wanted
 from dha_pipeline.search.random_state import RandomState, restore_streams, stream_state
+from dha_pipeline.search.tensorboard import TensorBoardLog, wanted
 from dha_pipeline.spaces.base import DataShape, Genotype
 from dha_pipeline.spaces.registry import get_space
 
