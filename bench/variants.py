@@ -56,10 +56,14 @@ VARIANTS: dict[str, list[str]] = {
     "manual_learned_ta_p25": [*MANUAL_DA_HPO, *TA_START, *FIXED_P, "augment.fraction_start=0.25"],
     "dha_ta_p25": [*JOINT_DHA, *TA_START, *FIXED_P, "augment.fraction_start=0.25"],
     "dha_ta_p50": [*JOINT_DHA, *TA_START, *FIXED_P, "augment.fraction_start=0.5"],
+    "dha_ema": [*JOINT_DHA, "train.ema_epochs=1"],
+    "manual_ema": ["search.mode=manual", "search.components=[]", "train.ema_epochs=1"],
 }
-"""A variant's `--set` lines; `_p25`/`_p50`: the policy on a fixed share p of each batch (no hyper-steps of p)."""
+"""A variant's `--set` lines; `_p25`/`_p50`: the policy on a fixed share p of each batch (no hyper-steps of p);
+`_ema`: with an average of the weights over the training phase (1 epoch's time constant), kept when better on
+val."""
 COLUMNS = ("variant", "form", "seed", "top1", "top5", "wall_s", "params", "macs", "onnx_top1", "torch_top1",
-           "aug_fraction", "val_top1", "train_clean_top1", "space", "start", "policy_kl")
+           "aug_fraction", "val_top1", "train_clean_top1", "space", "start", "policy_kl", "ema_val_top1", "ema_used")
 FORMS = ("learned_fraction", "paper")
 
 
@@ -120,12 +124,14 @@ def run_one(recipe_path: Path, variant: str, seed: int, extra: list[str], work_d
         final = list(csv.DictReader(handle))[-1]
     augment = metadata["hyperparameters"].get("augment") or {}
     policy = metadata["hyperparameters"].get("policy") or {}
+    average = json.loads(layout.summary.read_text()).get("weight_average") or {}
     return {"variant": variant, "form": form_of(recipe), "seed": seed, "top1": onnx_report["top1"],
-            "top5": onnx_report["top5"], "wall_s": round(wall, 1), "params": metadata["params"],
+            "top5": onnx_report.get("top5", ""), "wall_s": round(wall, 1), "params": metadata["params"],
             "macs": metadata["macs"], "onnx_top1": onnx_report["top1"], "torch_top1": torch_report.report["top1"],
             "aug_fraction": augment.get("fraction", ""), "val_top1": float(final["val_top1"]),
             "train_clean_top1": train_report.report["top1"], "space": recipe.model.space,
-            "start": policy.get("start", ""), "policy_kl": round(policy["kl_to_start"], 5) if policy else ""}
+            "start": policy.get("start", ""), "policy_kl": round(policy["kl_to_start"], 5) if policy else "",
+            "ema_val_top1": average.get("val_top1", ""), "ema_used": average.get("used", "")}
 
 
 def append_row(csv_path: Path, row: dict[str, object], columns: tuple[str, ...] = COLUMNS) -> None:
