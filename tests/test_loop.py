@@ -84,7 +84,8 @@ def test_learning_rate_warmup_then_cosine() -> None:
     ({"mode": "sequential", "components": ["nas", "da", "hpo"], "search_epochs": 1}, {}),
 ])
 def test_every_variant_trains_and_leaves_its_logs(tmp_path: Path, digits8, search: dict, hpo: dict) -> None:  # type: ignore[no-untyped-def]
-    raw = _raw(tmp_path, search, lr_batch=128)  # lr 0.05 stated for batch 128: this batch of 64 starts at 0.025
+    ema = {"ema_epochs": 0.5} if search == DHA else {}  # DHA also averages its weights over the training phase
+    raw = _raw(tmp_path, search, lr_batch=128, **ema)  # lr 0.05 stated for batch 128: batch 64 starts at 0.025
     raw["hpo"] = {"hyper_lr": 0.2, **hpo}
     outcome = run_search(recipe_from_dict(raw), digits8)
     layout = _layout(tmp_path)
@@ -133,6 +134,21 @@ def test_every_variant_trains_and_leaves_its_logs(tmp_path: Path, digits8, searc
     assert child.info["mode"] == search["mode"] and child.info["genotype"] == summary["genotype"]
     if search == DHA:
         _check_tensorboard(layout)
+        _check_weight_average(layout, outcome)
+
+
+def _check_weight_average(layout: RunLayout, outcome: SearchOutcome) -> None:
+    """The average starts with the training phase (epoch 2's 6 steps), and the result holds the weights chosen
+    on val: the average when it validated higher, else the last weights."""
+    state = load_checkpoint(outcome.checkpoint)["learners"]["ema"]["average"]
+    assert int(state["n_averaged"]) == 6, "only the training phase's 6 steps (epoch 2) are averaged"
+    summary = json.loads(layout.summary.read_text())["weight_average"]
+    assert summary["decay"] == pytest.approx(math.exp(-1 / 3)) and summary["val_top1"] is not None
+    assert summary["used"] == (summary["val_top1"] > summary["last_val_top1"])
+    averaged = {key.removeprefix("module."): value for key, value in state.items() if key.startswith("module.")}
+    chosen = averaged if summary["used"] else _weights(outcome.checkpoint)
+    result = load_checkpoint(layout.result)["state_dict"]
+    assert all(torch.equal(result[key], chosen[key]) for key in result), "the result holds the chosen weights"
 
 
 def _check_tensorboard(layout: RunLayout) -> None:
@@ -393,19 +409,9 @@ def test_warmup_known_start_target_and_cap_run_and_resume_exactly(tmp_path: Path
     assert resumed.genotype == reference.genotype
 
 
-def test_weight_average_starts_with_the_training_phase_resumes_exactly_and_is_kept_only_when_better(
-        tmp_path: Path, digits8, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    joint = run_search(_recipe(tmp_path / "joint", DHA, ema_epochs=0.5), digits8)
-    state = load_checkpoint(joint.checkpoint)["learners"]["ema"]["average"]
-    assert int(state["n_averaged"]) == 6, "only the training phase's 6 steps (epoch 2) are averaged"
-    summary = json.loads(_layout(tmp_path / "joint").summary.read_text())["weight_average"]
-    assert summary["decay"] == pytest.approx(math.exp(-1 / 3)) and summary["val_top1"] is not None
-    assert summary["used"] == (summary["val_top1"] > summary["last_val_top1"])
-    kept = {key.removeprefix("module."): value for key, value in state.items() if key.startswith("module.")}
-    result = load_checkpoint(_layout(tmp_path / "joint").result)["state_dict"]
-    chosen = kept if summary["used"] else _weights(joint.checkpoint)
-    assert all(torch.equal(result[key], chosen[key]) for key in result), "the result holds the chosen weights"
-
+def test_weight_average_resumes_exactly(tmp_path: Path, digits8, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A run cut after its first epoch (the average already started: manual mode trains from the first step)
+    and resumed ends with the uninterrupted run's average, bit for bit."""
     manual = {"mode": "manual", "components": ["da", "hpo"]}
     reference = run_search(_recipe(tmp_path / "ref", manual, ema_epochs=0.5), digits8)
     resumed = _cut_in_second_epoch_then_resumed(_recipe(tmp_path / "cut", manual, ema_epochs=0.5), digits8,
