@@ -8,6 +8,7 @@ source: the prepared split inside `dha run`, or one split decoded from a dataset
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,17 @@ def align_classes(data_classes: list[str], model_classes: list[str], dataset: st
         f"model: {model_classes[:5]}...)"]
 
 
+def report_path(export: ExportLayout, model_path: Path, meta: dict[str, Any], dataset: str, split: str) -> Path:
+    """Where a report goes without --out: the export's own (evaluation.json for the primary model) when it scores
+    the model's own test split, else beside it with the data and split in the name, so that scoring other data
+    never replaces the run's own evaluation (`dha runs` reads it)."""
+    own = export.evaluation_of(model_path)
+    if dataset == meta.get("data", {}).get("dataset") and split == "test":
+        return own
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", dataset).strip("_")
+    return own.with_name(f"{own.stem}.{slug}.{split}.json")
+
+
 def measure_latency(backend: Backend, sample: np.ndarray, runs: int, *, warmup: int = LATENCY_WARMUP,
                     batch_runs: int | None = None) -> dict[str, float]:
     """Batch-1 p50/p90 of `runs` calls and batch-32 p50 of `batch_runs` calls (default `runs`), in
@@ -139,7 +151,7 @@ def evaluate_model(model_path: str | Path, source: BatchSource, *, dataset: str,
         "throughput_ips": LATENCY_BATCH / (latency["batch32_p50"] / 1000.0),
     }
     export = ExportLayout(model_path.parent)
-    json_path = Path(out) if out else export.evaluation_of(model_path)
+    json_path = Path(out) if out else report_path(export, model_path, meta, dataset, split)
     png_path = export.confusion_of(json_path)
     write_json(json_path, report)
     confusion_matrix(matrix, model_classes, png_path, f"{meta['name']} on {dataset} ({split}), "

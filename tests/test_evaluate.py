@@ -430,8 +430,11 @@ def test_a_held_out_folder_with_some_of_the_models_classes(models: dict[str, Pat
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """A test-only folder of two of the ten digit classes: labels match by name, the absent classes are None."""
     root = make_imagefolder(tmp_path / "held", classes=("3", "7"), per_class=5, splits=("test",), size=(8, 8))
-    report = evaluate_file(models["onnx"], dataset=f"imagefolder:{root}", latency_runs=1,
-                           out=tmp_path / "held.json").report
+    result = evaluate_file(models["onnx"], dataset=f"imagefolder:{root}", latency_runs=1)
+    report = result.report
+    assert result.json_path.parent == models["onnx"].parent and result.json_path.name.startswith("evaluation.")
+    assert result.json_path.name.endswith("_held.test.json"), "other data never replaces the run's evaluation.json"
+    assert not (models["onnx"].parent / "evaluation.json").exists()
     assert report["num_samples"] == 10
     assert [name for name, value in report["per_class_top1"].items() if value is not None] == ["3", "7"]
     matrix = np.array(report["confusion_matrix"])
