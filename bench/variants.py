@@ -57,11 +57,12 @@ VARIANTS: dict[str, list[str]] = {
     "dha_ta_p25": [*JOINT_DHA, *TA_START, *FIXED_P, "augment.fraction_start=0.25"],
     "dha_ta_p50": [*JOINT_DHA, *TA_START, *FIXED_P, "augment.fraction_start=0.5"],
     "dha_ema": [*JOINT_DHA, "train.ema_epochs=1"],
+    "dha_anchor": [*JOINT_DHA, "hpo.anchor=0.02"],
     "manual_ema": ["search.mode=manual", "search.components=[]", "train.ema_epochs=1"],
 }
 """A variant's `--set` lines; `_p25`/`_p50`: the policy on a fixed share p of each batch (no hyper-steps of p);
 `_ema`: with an average of the weights over the training phase (1 epoch's time constant), kept when better on
-val."""
+val; `_anchor`: eta pulled back toward the recipe's values (hpo.anchor = hyper_lr: at most a factor e away)."""
 COLUMNS = ("variant", "form", "seed", "top1", "top5", "wall_s", "params", "macs", "onnx_top1", "torch_top1",
            "aug_fraction", "val_top1", "train_clean_top1", "space", "start", "policy_kl", "ema_val_top1", "ema_used")
 FORMS = ("learned_fraction", "paper")
