@@ -113,9 +113,11 @@ class AugmentConfig:
     entropy_floor: float = setting(0.9, low=0.0, high=1.0, help="fraction of the maximum policy entropy")
     trivial_augment: bool = setting(False, help="TrivialAugment Wide on every sample (the fixed-policy anchor)")
     form: AugmentForm = setting("learned_fraction",
-                                help="learned_fraction: a learned share p of each batch gets the policy; paper: all")
+                                help="learned_fraction: a share p of each batch gets the policy (learned when "
+                                     "fraction_lr > 0); paper: all")
     fraction_start: float = setting(0.5, low=0.0, high=1.0, help="p at the start (learned_fraction form)")
-    fraction_lr: float = setting(1.0, low=0.0, high=10.0, help="step of logit(p) per normalized hyper-step")
+    fraction_lr: float = setting(0.0, low=0.0, high=10.0, help="step of logit(p) per normalized hyper-step; 0 = p "
+                                                               "fixed at fraction_start (no hyper-steps of p)")
     fraction_every: int = setting(4, low=1, high=10_000, help="steps between hyper-steps of p")
     fraction_data: FractionData = setting("val", help="clean images p's hypergradient (and tau's, with signal "
                                                       "val) is measured on: val or train")
@@ -170,7 +172,7 @@ class HpoConfig:
 
     estimator: Estimator = setting("next_batch")
     hyper_lr: float = setting(0.02, low=0.0, high=10.0, help="step of log(lr), log(wd) per normalized hyper-step")
-    anchor: float = setting(0.0, low=0.0, high=1.0,
+    anchor: float = setting(0.02, low=0.0, high=1.0,
                             help="pull of log(lr), log(wd) back to the recipe's values per hyper-step (share of "
                                  "the gap): eta settles at most a factor exp(hyper_lr / anchor) away; 0 = none")
     lr_low: float = setting(1e-4, low=1e-8, high=10.0)

@@ -87,6 +87,7 @@ def test_every_variant_trains_and_leaves_its_logs(tmp_path: Path, digits8, searc
     ema = {"ema_epochs": 0.5} if search == DHA else {}  # DHA also averages its weights over the training phase
     raw = _raw(tmp_path, search, lr_batch=128, **ema)  # lr 0.05 stated for batch 128: batch 64 starts at 0.025
     raw["hpo"] = {"hyper_lr": 0.2, **hpo}
+    raw["augment"]["fraction_lr"] = 1.0  # p learned (a setting; the default fixes it)
     outcome = run_search(recipe_from_dict(raw), digits8)
     layout = _layout(tmp_path)
     assert [row["epoch"] for row in outcome.history] == [1, 2]
