@@ -35,7 +35,9 @@ from dha_pipeline.search.loop import SearchRun  # noqa: E402
 
 DHA = ["nas", "da", "hpo"]
 PAPER = {"form": "paper"}
-LEARNED_P = {"form": "learned_fraction"}
+LEARNED_P = {"form": "learned_fraction", "fraction_lr": 1.0}
+DEFAULT_FORM: dict[str, object] = {}
+"""The recipe's defaults: pairs on a fixed half of each batch (no hyper-steps of p), eta held near its start."""
 TRIVIAL = {"form": "paper", "start": "trivial_wide"}
 # name: (components, estimator, augment settings, step within the epoch)
 VARIANTS = {
@@ -44,6 +46,7 @@ VARIANTS = {
     "nas_hpo_next_batch": (["nas", "hpo"], "next_batch", PAPER, 0),
     "nas_hpo_held_in": (["nas", "hpo"], "held_in", PAPER, 0),
     "dha": (DHA, "next_batch", PAPER, 0),
+    "dha_default": (DHA, "next_batch", DEFAULT_FORM, 0),
     "dha_fraction_hyper_step": (DHA, "next_batch", LEARNED_P, 0),
     "dha_fraction_plain_step": (DHA, "next_batch", LEARNED_P, 1),
     "dha_trivial": (DHA, "next_batch", TRIVIAL, 0),
@@ -115,7 +118,7 @@ def main() -> None:
     print(f"dha_fraction_mean_ms={1000 * mean:.1f} (one hyper-step of p every {every} steps)")
     print(f"dha_fraction_vs_nas_only_step_ratio={mean / medians['nas_only']:.3f}")
     print(f"dha_fraction_vs_dha_paper_step_ratio={mean / medians['dha']:.3f}")
-    for name in ("dha_trivial", "dha_trivial_fixed_p"):
+    for name in ("dha_default", "dha_trivial", "dha_trivial_fixed_p"):
         print(f"{name}_vs_nas_only_step_ratio={medians[name] / medians['nas_only']:.3f}")
     every = runs["dha_trivial_val_step"].recipe.augment.signal_every
     mean = (medians["dha_trivial_val_step"] + (every - 1) * medians["dha_trivial_val_plain_step"]) / every
