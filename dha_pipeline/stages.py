@@ -109,10 +109,13 @@ CLAIMING_STAGES = ("prepare", "search")
 
 def refuse_other_run(recipe: Recipe) -> None:
     """One user error when runs/<name>/ holds a run made with other training settings (SEARCH_SECTIONS): a
-    second run must not silently replace the first. Export and evaluation settings may change freely."""
-    resolved = recipe.layout.resolved_recipe
-    if not resolved.is_file():
-        return
+    second run must not silently replace the first. Export and evaluation settings may change freely, and an
+    attempt that failed before prepare or search finished (no stamp, no checkpoint) protects nothing."""
+    layout = recipe.layout
+    resolved = layout.resolved_recipe
+    made = any(layout.stamp(stage).is_file() for stage in CLAIMING_STAGES) or layout.checkpoint.is_file()
+    if not resolved.is_file() or not made:
+        return  # nothing to protect: a first attempt that failed before making anything
     try:
         existing = load_recipe(resolved)
     except DhaError:

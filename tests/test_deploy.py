@@ -39,8 +39,9 @@ from dha_pipeline.preprocess import model_input
 from dha_pipeline.report.model_card import human_count, onnx_snippet
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BENCHMARK_COLUMNS = {"format", "label", "file", "size_mb", "backend", "provider", "threads", "top1", "batch1_p50_ms",
-                     "batch1_p90_ms", "batch32_images_per_s", "runs", "split", "num_samples", "machine"}
+BENCHMARK_COLUMNS = {"format", "label", "file", "size_mb", "backend", "provider", "threads", "top1",
+                     "balanced_accuracy", "macro_f1", "batch1_p50_ms", "batch1_p90_ms", "batch32_images_per_s", "runs",
+                     "split", "num_samples", "machine"}
 
 
 @pytest.fixture(scope="module")

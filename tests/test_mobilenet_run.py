@@ -4,6 +4,7 @@ profile command, and the smoke run of the ImageNet recipe at full size."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import onnx
@@ -101,12 +102,27 @@ def test_smoke_run_of_the_imagenet_recipe(tmp_path: Path, capsys) -> None:  # no
     assert not (runs / "imagenet_mobilenet").exists()  # the real run's folder is left alone
 
 
+def header_cpu_command(recipe: Path) -> list[str]:
+    """The `--set` lines of the CPU command in a recipe's header comment: the first `dha run` line after "On a
+    CPU", with its continuation lines."""
+    lines = [line.lstrip("# ").rstrip() for line in recipe.read_text().splitlines() if line.startswith("#")]
+    cpu = next(i for i, line in enumerate(lines) if "On a CPU" in line)
+    start = next(i for i, line in enumerate(lines) if i > cpu and line.startswith("dha run"))
+    command = lines[start]
+    while command.endswith("\\"):
+        start += 1
+        command = command[:-1] + " " + lines[start]
+    return re.findall(r"--set (\S+)", command)
+
+
 def test_imagenet_recipe_runs_on_a_small_imagenet_folder_with_only_the_documented_keys(tmp_path: Path) -> None:
+    """The CPU command of the ImageNet recipe's header, as written there, on a small ImageNet-format folder."""
     root = make_imagefolder(tmp_path / "tiny_imagenet", classes=("n01440764", "n01443537", "n01484850"),
                             per_class=50, splits=("train", "val"))
     runs, exports = tmp_path / "runs", tmp_path / "exports"
-    documented = ["data.dataset=imagenet:" + str(root), "data.image_size=32", "model.width_mult=0.25",
-                  "train.epochs=1", "train.batch_size=16", "search.search_epochs=1"]
+    documented = header_cpu_command(ROOT / "recipes" / "imagenet_mobilenet.toml")
+    assert documented[0] == "data.dataset=imagenet:/data/tiny" and len(documented) == 7
+    documented[0] = "data.dataset=imagenet:" + str(root)
     where = [f"runs_dir={json.dumps(str(runs))}", f"exports_dir={json.dumps(str(exports))}"]
     args = ["run", str(ROOT / "recipes" / "imagenet_mobilenet.toml")]
     for line in documented + where:
