@@ -45,6 +45,7 @@ hflip = false
 [search]
 mode = "manual"
 components = []
+tensorboard = "off"  # its import costs 3 s a process; tested in test_loop.py
 
 [export]
 parity_samples = 256

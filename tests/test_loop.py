@@ -37,7 +37,7 @@ def _raw(tmp_path: Path, search: dict | None = None, **train: object) -> dict:
             "model": {"init_channels": 4, "layers": 3, "auxiliary": True, "drop_path": 0.1},
             "train": {"epochs": 2, "batch_size": 64, **train},
             "augment": {"crop_padding": 1, "hflip": False, "cutout": 2},
-            "search": search or {"mode": "manual", "components": []}}
+            "search": {"tensorboard": "off", **(search or {"mode": "manual", "components": []})}}
 
 
 def _recipe(tmp_path: Path, search: dict | None = None, **train: object) -> Recipe:
@@ -88,6 +88,7 @@ def test_every_variant_trains_and_leaves_its_logs(tmp_path: Path, digits8, searc
     raw = _raw(tmp_path, search, lr_batch=128, **ema)  # lr 0.05 stated for batch 128: batch 64 starts at 0.025
     raw["hpo"] = {"hyper_lr": 0.2, **hpo}
     raw["augment"]["fraction_lr"] = 1.0  # p learned (a setting; the default fixes it)
+    raw["search"]["tensorboard"] = "auto" if search == DHA else "off"  # the event files are read back for DHA
     outcome = run_search(recipe_from_dict(raw), digits8)
     layout = _layout(tmp_path)
     assert [row["epoch"] for row in outcome.history] == [1, 2]
