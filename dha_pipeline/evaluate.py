@@ -85,10 +85,10 @@ def align_classes(data_classes: list[str], model_classes: list[str], dataset: st
 
 def report_path(export: ExportLayout, model_path: Path, meta: dict[str, Any], dataset: str, split: str) -> Path:
     """Where a report goes without --out: the export's own (evaluation.json for the primary model) when it scores
-    the model's own test split, else beside it with the data and split in the name, so that scoring other data
-    never replaces the run's own evaluation (`dha runs` reads it)."""
+    the model's own data, else beside it with the data and split in the name, so that scoring other data never
+    replaces the run's own evaluation (`dha runs` reads it)."""
     own = export.evaluation_of(model_path)
-    if dataset == meta.get("data", {}).get("dataset") and split == "test":
+    if dataset == meta.get("data", {}).get("dataset"):
         return own
     slug = re.sub(r"[^A-Za-z0-9]+", "_", dataset).strip("_")
     return own.with_name(f"{own.stem}.{slug}.{split}.json")
