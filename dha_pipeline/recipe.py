@@ -284,6 +284,11 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     return recipe
 
 
+def tensorboard_installed() -> bool:
+    """Is the tensorboard package installed (what torch's SummaryWriter needs, and `search.tensorboard` asks)?"""
+    return importlib.util.find_spec("tensorboard") is not None
+
+
 def _check_consistency(recipe: Recipe) -> None:
     """Rules that span several keys."""
     search = recipe.search
@@ -299,7 +304,7 @@ def _check_consistency(recipe: Recipe) -> None:
     if "da" in search.components and recipe.augment.trivial_augment and recipe.augment.start == "trivial_wide":
         raise DhaError("augment.trivial_augment and augment.start = 'trivial_wide' would both apply TrivialAugment "
                        "Wide to a sample", "keep the learned policy's start and set augment.trivial_augment = false")
-    if search.tensorboard == "on" and importlib.util.find_spec("tensorboard") is None:
+    if search.tensorboard == "on" and not tensorboard_installed():
         raise DhaError("search.tensorboard = 'on' but the tensorboard package is not installed",
                        'pip install -e ".[tensorboard]", or set search.tensorboard = "auto"')
     if recipe.train.warmup_epochs and recipe.train.warmup_epochs >= recipe.train.epochs:

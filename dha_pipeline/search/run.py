@@ -65,6 +65,7 @@ def run_search(recipe: Recipe, data: PreparedData, *, resume: bool = False,
         resumed_from = f"epoch {run.epoch + 1}, step {run.step_in_epoch}"
     run.run()
     weight_average = run.finish_average()
+    budget = run.budget_report()
     genotype = run.arch.genotype()
     cost = run.cost(genotype)
     params, macs, latency_ms = cost
@@ -92,7 +93,7 @@ def run_search(recipe: Recipe, data: PreparedData, *, resume: bool = False,
                     **({} if target is None else {"target": target}),
                     **({} if replicas is None else {"replicas": replicas}),
                     **({"bad_files": bad_files} if bad_files else {}),
-                    **({} if run.budget_report() is None else {"budget": run.budget_report()}),
+                    **({} if budget is None else {"budget": budget}),
                     **({} if weight_average is None else {"weight_average": weight_average}),
                     "genotype": result.genotype,
                     "hyperparameters": result.hyperparameters, "da_policy": result.da_policy,

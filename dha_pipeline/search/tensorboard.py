@@ -9,23 +9,19 @@ run purges the events after the epoch it resumes from.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-
-def tensorboard_available() -> bool:
-    """Is the tensorboard package installed (what torch's SummaryWriter needs)?"""
-    return importlib.util.find_spec("tensorboard") is not None
+from dha_pipeline.recipe import tensorboard_installed
 
 
 def wanted(setting: str) -> bool:
     """Whether to log: 'on' (the recipe's check has made sure tensorboard is installed), 'auto' (when it is
     installed) or 'off'."""
-    return setting != "off" and tensorboard_available()
+    return setting != "off" and tensorboard_installed()
 
 
 def _scalar_settings(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
